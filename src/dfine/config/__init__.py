@@ -1,0 +1,1 @@
+"""Typed configuration: model presets for the D-FINE sizes."""

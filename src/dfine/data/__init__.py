@@ -1,0 +1,1 @@
+"""Datasets, category maps and image loading."""

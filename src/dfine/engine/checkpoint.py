@@ -1,0 +1,166 @@
+"""Checkpoint reading and model loading, compatible with the official D-FINE files.
+
+Accepted layouts: the official solver checkpoint (``{"ema": {"module": sd}, "model": sd, ...}``,
+where the EMA weights win as in the official loaders), ``{"model": sd}``, or a bare state_dict.
+Files are read with ``torch.load(weights_only=True)``: no code from a checkpoint is ever run.
+"""
+
+from __future__ import annotations
+
+import pickle
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+__all__ = ["CheckpointError", "LoadReport", "read_checkpoint", "extract_state_dict", "load_checkpoint"]
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be used, with the file and the fix in the message."""
+
+
+@dataclass
+class LoadReport:
+    """What :func:`load_checkpoint` did.
+
+    Attributes:
+        source: which entry of the file was used (``ema``, ``model`` or ``state_dict``).
+        loaded: keys copied into the model.
+        missing: model keys absent from the checkpoint (left as they were).
+        unexpected: checkpoint keys the model does not have.
+        mismatched: ``key -> (checkpoint shape, model shape)`` for keys skipped for their shape.
+    """
+
+    source: str
+    loaded: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+    mismatched: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = field(default_factory=dict)
+
+    def summary(self) -> str:
+        lines = [f"loaded {len(self.loaded)} tensors from '{self.source}'"]
+        if self.mismatched:
+            lines.append(f"skipped {len(self.mismatched)} with another shape: " + _preview(self.mismatched))
+        if self.missing:
+            lines.append(f"{len(self.missing)} model keys not in the checkpoint: " + _preview(self.missing))
+        if self.unexpected:
+            lines.append(f"{len(self.unexpected)} checkpoint keys not in the model: " + _preview(self.unexpected))
+        return "; ".join(lines)
+
+
+def _preview(keys, limit: int = 6) -> str:
+    keys = list(keys)
+    shown = ", ".join(keys[:limit])
+    return shown + (f", ... (+{len(keys) - limit} more)" if len(keys) > limit else "")
+
+
+def read_checkpoint(path: str | Path) -> Any:
+    """``torch.load`` a file safely (``weights_only=True``) with errors that name the file."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    if path.is_dir():
+        raise CheckpointError(f"{path} is a folder; pass the checkpoint file (e.g. {path}/best.pth)")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise CheckpointError(
+            f"{path}: cannot be read with weights_only=True ({str(err).splitlines()[0]}). Either it is "
+            "not a PyTorch checkpoint, or it stores Python objects; re-save it as a plain dict of tensors."
+        ) from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as err:
+        raise CheckpointError(
+            f"{path}: not a readable PyTorch checkpoint (truncated or corrupt?): {str(err).splitlines()[0]}"
+        ) from None
+
+
+def _is_state_dict(obj: Any) -> bool:
+    return isinstance(obj, dict) and bool(obj) and all(isinstance(v, torch.Tensor) for v in obj.values())
+
+
+def extract_state_dict(checkpoint: Any, path: str | Path = "<checkpoint>") -> tuple[dict[str, torch.Tensor], str]:
+    """The model weights inside a loaded checkpoint and the entry they came from.
+
+    The EMA weights win when present (as in the official inference and export tools). A ``module.``
+    prefix left by DistributedDataParallel is removed.
+    """
+    if not isinstance(checkpoint, dict):
+        raise CheckpointError(f"{path}: expected a dict checkpoint, found {type(checkpoint).__name__}")
+    ema = checkpoint.get("ema")
+    if isinstance(ema, dict) and _is_state_dict(ema.get("module")):
+        state, source = ema["module"], "ema"
+    elif _is_state_dict(checkpoint.get("model")):
+        state, source = checkpoint["model"], "model"
+    elif _is_state_dict(checkpoint):
+        state, source = checkpoint, "state_dict"
+    else:
+        raise CheckpointError(
+            f"{path}: no model weights found (looked for 'ema.module', 'model', or a plain state_dict; "
+            f"top-level keys: {sorted(checkpoint)[:8]})"
+        )
+    if all(k.startswith("module.") for k in state):
+        state = {k[len("module."):]: v for k, v in state.items()}
+    return state, source
+
+
+def _size_hint(state: dict[str, torch.Tensor]) -> str:
+    """A guess at the D-FINE size a state_dict belongs to, for error messages."""
+    stem = state.get("backbone.stem.stem1.conv.weight")
+    enc = state.get("encoder.input_proj.0.conv.weight")
+    layers = {k.split(".")[3] for k in state if k.startswith("decoder.decoder.layers.")}
+    if stem is None or enc is None:
+        return ""
+    signature = (stem.shape[0], enc.shape[0], len(layers))
+    sizes = {(16, 128, 3): "N", (16, 256, 3): "S", (24, 256, 4): "M", (32, 256, 6): "L", (32, 384, 6): "X"}
+    return f" The checkpoint looks like D-FINE-{sizes[signature]}." if signature in sizes else ""
+
+
+def load_checkpoint(model: nn.Module, path: str | Path, strict: bool = True) -> LoadReport:
+    """Load weights from ``path`` into ``model``.
+
+    Args:
+        model: a D-FINE model (train layout, i.e. before ``deploy()``).
+        path: an official or dfine checkpoint, or a bare state_dict file.
+        strict: every key must match in name and shape, else :class:`CheckpointError` lists the
+            missing, unexpected and shape-mismatched keys. With ``strict=False`` (fine-tuning), all
+            keys that match are loaded and the rest is reported (e.g. class heads of another class
+            count stay as initialized).
+
+    Returns:
+        A :class:`LoadReport`.
+    """
+    state, source = extract_state_dict(read_checkpoint(path), path)
+    own = model.state_dict()
+    report = LoadReport(source=source)
+    to_load = {}
+    for key, value in state.items():
+        if key not in own:
+            report.unexpected.append(key)
+        elif own[key].shape != value.shape:
+            report.mismatched[key] = (tuple(value.shape), tuple(own[key].shape))
+        else:
+            to_load[key] = value
+    report.missing = [k for k in own if k not in state]
+    if strict and (report.missing or report.unexpected or report.mismatched):
+        problems = []
+        if report.mismatched:
+            problems.append(
+                "shape mismatch: "
+                + _preview(f"{k} {list(a)} in file vs {list(b)} in model" for k, (a, b) in report.mismatched.items())
+            )
+        if report.missing:
+            problems.append("missing: " + _preview(report.missing))
+        if report.unexpected:
+            problems.append("unexpected: " + _preview(report.unexpected))
+        raise CheckpointError(
+            f"{path} does not fit this model ({len(own)} keys): " + "; ".join(problems) + "."
+            + _size_hint(state)
+            + " Build the matching size, or pass strict=False to load only what fits (fine-tuning)."
+        )
+    model.load_state_dict(to_load, strict=False)
+    report.loaded = list(to_load)
+    return report

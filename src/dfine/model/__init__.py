@@ -1,0 +1,1 @@
+"""D-FINE model parts: backbone, hybrid encoder, FDR decoder and post-processor."""

@@ -1,0 +1,1 @@
+"""Pure tensor operations shared by the model, the losses and the deploy code."""
