@@ -462,6 +462,11 @@ class DFINETransformer(nn.Module):
         self, memory: torch.Tensor, spatial_shapes: list[tuple[int, int]]
     ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor] | None]:
         """Top-k encoder positions as decoder queries: content [B, Q, D] and boxes as logits [B, Q, 4]."""
+        if memory.shape[1] < self.num_queries:
+            raise ValueError(
+                f"the input gives {memory.shape[1]} encoder positions (feature maps {spatial_shapes}), "
+                f"fewer than num_queries={self.num_queries}: use larger images or fewer queries"
+            )
         anchors, valid_mask = self._anchors(spatial_shapes, memory)
         anchors = anchors.to(memory.dtype)
         memory = valid_mask.to(memory.dtype) * memory

@@ -87,6 +87,4 @@ class PostProcessor(nn.Module):
         labels, boxes, scores = self.decode(outputs, orig_target_sizes)
         if self.remap_mscoco_category:
             labels = self.category_ids.to(labels.device)[labels]
-        return [
-            {"labels": lab, "boxes": box, "scores": sco} for lab, box, sco in zip(labels, boxes, scores)
-        ]
+        return [{"labels": lab, "boxes": box, "scores": sco} for lab, box, sco in zip(labels, boxes, scores)]

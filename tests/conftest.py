@@ -1,0 +1,45 @@
+"""Shared test fixtures: the official-code oracle files live in ``../shared/fixtures``."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+FIXTURES_DIR = Path(os.environ.get("DFINE_FIXTURES", REPO_ROOT.parent / "shared" / "fixtures"))
+
+
+def _require(path: Path) -> Path:
+    if not path.exists():
+        pytest.skip(f"official fixture {path} not present (set DFINE_FIXTURES to its folder)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def fixtures_dir() -> Path:
+    return _require(FIXTURES_DIR)
+
+
+@pytest.fixture(scope="session")
+def fixture_images(fixtures_dir: Path) -> torch.Tensor:
+    """The fixed official test input, float [2, 3, 640, 640] in [0, 1]."""
+    data = torch.load(fixtures_dir / "fixture_input.pt", weights_only=False)
+    return data["images_uint8"].float() / 255
+
+
+@pytest.fixture(scope="session")
+def official_n_weights(fixtures_dir: Path) -> Path:
+    return _require(fixtures_dir / "official_n_weights.pth")
+
+
+@pytest.fixture(scope="session")
+def official_n_outputs(fixtures_dir: Path) -> dict:
+    return torch.load(_require(fixtures_dir / "official_n_outputs.pt"), weights_only=False)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _two_threads():
+    torch.set_num_threads(2)
