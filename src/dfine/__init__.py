@@ -17,6 +17,8 @@ from torch import nn
 
 from .config.presets import MODEL_PRESETS, ModelConfig, available_sizes, model_config
 from .engine.checkpoint import CheckpointError, LoadReport, load_checkpoint
+from .losses.criterion import DFINECriterion, LossWeights
+from .losses.matcher import HungarianMatcher
 from .model.dfine import DFINE as DFINEModel
 from .model.postprocess import PostProcessor
 
@@ -25,11 +27,15 @@ __version__ = "0.1.0"
 __all__ = [
     "MODEL_PRESETS",
     "CheckpointError",
+    "DFINECriterion",
+    "HungarianMatcher",
+    "LossWeights",
     "DFINEModel",
     "LoadReport",
     "ModelConfig",
     "PostProcessor",
     "available_sizes",
+    "build_criterion",
     "build_model",
     "load_checkpoint",
     "model_config",
@@ -43,3 +49,26 @@ def build_model(size: str, num_classes: int = 80, **overrides: Any) -> nn.Module
     ``build_model("n", num_classes=3, eval_spatial_size=(320, 320))``.
     """
     return DFINEModel.from_config(model_config(size, num_classes=num_classes, **overrides))
+
+
+def build_criterion(num_classes: int = 80, **overrides: Any) -> DFINECriterion:
+    """The official D-FINE criterion (VFL + L1 + GIoU + FGL + DDF, Hungarian matcher 2/5/2).
+
+    ``overrides``: ``weight_dict`` (e.g. ``{"loss_vfl": 1, "loss_bbox": 5, ...}``), ``losses``,
+    ``alpha``, ``gamma``, ``reg_max``, and ``matcher`` (a dict of :class:`HungarianMatcher` arguments).
+    """
+    matcher_args = dict(overrides.pop("matcher", {}) or {})
+    weights = overrides.pop("weight_dict", None)
+    allowed = {"losses", "alpha", "gamma", "reg_max"}
+    unknown = sorted(set(overrides) - allowed)
+    if unknown:
+        raise ValueError(
+            f"unknown criterion option {unknown[0]!r}; valid: weight_dict, matcher, {sorted(allowed)}"
+        )
+    if "losses" in overrides:
+        overrides["losses"] = tuple(overrides["losses"])
+    try:
+        matcher = HungarianMatcher(**matcher_args)
+    except TypeError as err:
+        raise ValueError(f"bad matcher option: {err}") from None
+    return DFINECriterion(matcher=matcher, weights=weights, num_classes=num_classes, **overrides)

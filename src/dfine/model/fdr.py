@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from ..ops.boxes import box_xyxy_to_cxcywh
 
-__all__ = ["weighting_function", "distribution_integral", "distance2bbox"]
+__all__ = ["weighting_function", "distribution_integral", "distance2bbox", "bbox2distance", "bin_targets"]
 
 
 def weighting_function(
@@ -68,3 +68,69 @@ def distance2bbox(points: torch.Tensor, distance: torch.Tensor, reg_scale: torch
     x2 = cx + (half + distance[..., 2]) * (w / reg_scale)
     y2 = cy + (half + distance[..., 3]) * (h / reg_scale)
     return box_xyxy_to_cxcywh(torch.stack([x1, y1, x2, y2], -1))
+
+
+def bin_targets(
+    distances: torch.Tensor, reg_max: int, up: torch.Tensor, reg_scale: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Place target edge distances between two neighbouring bins of ``W``.
+
+    Args:
+        distances: target distances, any shape (flattened).
+
+    Returns:
+        ``(left_bin, weight_right, weight_left)``, each ``[N]``: the (float) index of the bin at or
+        left of each distance and linear-interpolation weights of that bin and the next. Distances
+        below ``W[0]`` put all weight on bin 0; above ``W[-1]`` on the last bin (index reg_max - 0.1).
+    """
+    distances = distances.reshape(-1)
+    values = weighting_function(reg_max, up, reg_scale)
+    left_index = ((values.unsqueeze(0) - distances.unsqueeze(1)) <= 0).sum(dim=1) - 1
+    indices = left_index.float()
+    weight_right = torch.zeros_like(indices)
+    weight_left = torch.zeros_like(indices)
+
+    inside = (indices >= 0) & (indices < reg_max)
+    left = indices[inside].long()
+    left_gap = (distances[inside] - values[left]).abs()
+    right_gap = (values[left + 1] - distances[inside]).abs()
+    weight_right[inside] = left_gap / (left_gap + right_gap)
+    weight_left[inside] = 1.0 - weight_right[inside]
+
+    below = indices < 0
+    weight_right[below] = 0.0
+    weight_left[below] = 1.0
+    indices[below] = 0.0
+    above = indices >= reg_max
+    weight_right[above] = 1.0
+    weight_left[above] = 0.0
+    indices[above] = reg_max - 0.1
+    return indices, weight_right, weight_left
+
+
+def bbox2distance(
+    points: torch.Tensor,
+    boxes_xyxy: torch.Tensor,
+    reg_max: int,
+    reg_scale: torch.Tensor,
+    up: torch.Tensor,
+    eps: float = 0.1,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """FGL targets: the edge distances from reference boxes to target boxes, as bin positions.
+
+    Inverse of :func:`distance2bbox`. ``points`` are reference boxes ``[N, 4]`` cxcywh and
+    ``boxes_xyxy`` the targets ``[N, 4]``. Returns ``[N * 4]`` bin positions clamped to
+    ``[0, reg_max - eps]`` and the right/left interpolation weights, all detached.
+    """
+    reg_scale = reg_scale.abs()
+    unit_w = points[:, 2] / reg_scale + 1e-16
+    unit_h = points[:, 3] / reg_scale + 1e-16
+    half = 0.5 * reg_scale
+    left = (points[:, 0] - boxes_xyxy[:, 0]) / unit_w - half
+    top = (points[:, 1] - boxes_xyxy[:, 1]) / unit_h - half
+    right = (boxes_xyxy[:, 2] - points[:, 0]) / unit_w - half
+    bottom = (boxes_xyxy[:, 3] - points[:, 1]) / unit_h - half
+    distances = torch.stack([left, top, right, bottom], -1)
+    positions, weight_right, weight_left = bin_targets(distances, reg_max, up, reg_scale)
+    positions = positions.clamp(min=0, max=reg_max - eps)
+    return positions.reshape(-1).detach(), weight_right.detach(), weight_left.detach()

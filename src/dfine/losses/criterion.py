@@ -1,0 +1,267 @@
+"""The D-FINE criterion: which loss runs on which head with which matching, weighted once.
+
+Heads and their matchings (as the official criterion):
+
+* final layer, auxiliary layers: VFL on the layer's own matching; L1/GIoU and FGL on the GO-LSD
+  union matching; DDF (auxiliary layers only) distils the final layer's distributions.
+* pre head (first-layer boxes): VFL on its own matching, L1/GIoU on the union matching.
+* encoder head: VFL on its own matching, L1/GIoU on the union matching.
+* denoising layers and pre head: all losses on the known denoising matching.
+
+VFL normalizes by the number of target boxes; the union-matched losses by the union's size; both are
+averaged over ranks under torch.distributed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from ..model.fdr import bbox2distance
+from ..ops.boxes import box_cxcywh_to_xyxy
+from . import functional as L
+from .matcher import HungarianMatcher, Matching, union_of_matchings
+
+__all__ = ["DFINECriterion", "LossWeights"]
+
+LOSS_NAMES = ("vfl", "boxes", "local")
+
+
+@dataclass(frozen=True)
+class LossWeights:
+    """Weights of the loss terms (official ``weight_dict``)."""
+
+    loss_vfl: float = 1.0
+    loss_bbox: float = 5.0
+    loss_giou: float = 2.0
+    loss_fgl: float = 0.15
+    loss_ddf: float = 1.5
+
+    def as_dict(self) -> dict[str, float]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class _Head:
+    """One supervised output: its predictions, its matching and the normalizer for each loss."""
+
+    suffix: str
+    outputs: dict
+    own_matching: Matching
+    box_matching: Matching
+    box_num: float
+    local_matching: Matching
+    is_dn: bool = False
+    extra: dict = field(default_factory=dict)
+
+
+def _average_over_ranks(count: float, device: torch.device) -> float:
+    value = torch.as_tensor([count], dtype=torch.float, device=device)
+    world = 1
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(value)
+        world = dist.get_world_size()
+    return torch.clamp(value / world, min=1).item()
+
+
+def _matched_idx(matching: Matching) -> tuple[torch.Tensor, torch.Tensor]:
+    batch = torch.cat([torch.full_like(src, i) for i, (src, _) in enumerate(matching)])
+    query = torch.cat([src for src, _ in matching])
+    return batch, query
+
+
+def _gather_targets(targets: list[dict], matching: Matching, key: str) -> torch.Tensor:
+    return torch.cat([t[key][j] for t, (_, j) in zip(targets, matching)], dim=0)
+
+
+def denoising_matching(dn_meta: dict, targets: list[dict]) -> Matching:
+    """The fixed matching of the positive denoising queries to their ground-truth boxes."""
+    device = targets[0]["labels"].device
+    matching = []
+    for positive_idx, target in zip(dn_meta["dn_positive_idx"], targets):
+        num_gt = len(target["labels"])
+        if num_gt > 0:
+            gt_idx = torch.arange(num_gt, dtype=torch.int64, device=device).tile(dn_meta["dn_num_group"])
+            matching.append((positive_idx, gt_idx))
+        else:
+            empty = torch.zeros(0, dtype=torch.int64, device=device)
+            matching.append((empty, empty))
+    return matching
+
+
+class DFINECriterion(nn.Module):
+    """Matches, then computes VFL, L1, GIoU, FGL and DDF on every head; returns weighted terms.
+
+    Args:
+        matcher: the Hungarian matcher.
+        weights: loss weights; a term whose weight is missing is not returned.
+        losses: which loss groups run (``vfl``, ``boxes``, ``local``).
+        alpha, gamma: VFL parameters (official 0.75, 2).
+        num_classes: classes of the logits.
+        reg_max: FDR bins minus one.
+
+    ``criterion(outputs, targets)`` returns ``{"loss_vfl": ..., "loss_bbox_aux_0": ..., ...}``, each
+    already multiplied by its weight. The criterion keeps no state between calls.
+    """
+
+    def __init__(
+        self,
+        matcher: HungarianMatcher | None = None,
+        weights: LossWeights | dict[str, float] | None = None,
+        losses: tuple[str, ...] = LOSS_NAMES,
+        alpha: float = 0.75,
+        gamma: float = 2.0,
+        num_classes: int = 80,
+        reg_max: int = 32,
+    ) -> None:
+        super().__init__()
+        unknown = [name for name in losses if name not in LOSS_NAMES]
+        if unknown:
+            raise ValueError(f"unknown loss {unknown[0]!r}; choose from {LOSS_NAMES}")
+        self.matcher = matcher if matcher is not None else HungarianMatcher()
+        if weights is None:
+            weights = LossWeights()
+        self.weight_dict = weights.as_dict() if isinstance(weights, LossWeights) else dict(weights)
+        self.losses = tuple(losses)
+        self.alpha = alpha
+        self.gamma = gamma
+        self.num_classes = num_classes
+        self.reg_max = reg_max
+
+    def forward(
+        self, outputs: dict, targets: list[dict[str, torch.Tensor]], **_: object
+    ) -> dict[str, torch.Tensor]:
+        """``outputs`` is the model's train-mode dict; extra keyword arguments (epoch, step...) are
+        accepted for compatibility with the official call and ignored."""
+        device = outputs["pred_logits"].device
+        main_matching = self.matcher(outputs, targets)
+        num_boxes = _average_over_ranks(sum(len(t["labels"]) for t in targets), device)
+
+        aux = outputs.get("aux_outputs", [])
+        pre = outputs.get("pre_outputs")
+        enc = outputs.get("enc_aux_outputs", [])
+        aux_matchings = [self.matcher(a, targets) for a in aux]
+        pre_matching = self.matcher(pre, targets) if pre is not None else None
+        enc_matchings = [self.matcher(e, targets) for e in enc]
+        others = aux_matchings + ([pre_matching] if pre is not None else []) + enc_matchings
+        if others:
+            union = union_of_matchings([main_matching] + others)
+            num_union = _average_over_ranks(sum(len(rows) for rows, _ in union), device)
+        else:
+            union, num_union = main_matching, num_boxes
+
+        batch, num_queries = outputs["pred_logits"].shape[:2]
+        num_pos, num_neg = L.ddf_balance(sum(len(rows) for rows, _ in union), batch, num_queries, device)
+        fdr = {"up": outputs.get("up"), "reg_scale": outputs.get("reg_scale")}
+
+        heads = [_Head("", outputs, main_matching, union, num_union, union)]
+        heads += [
+            _Head(f"_aux_{i}", a, m, union, num_union, union)
+            for i, (a, m) in enumerate(zip(aux, aux_matchings))
+        ]
+        if pre is not None:
+            heads.append(_Head("_pre", pre, pre_matching, union, num_union, union))
+        heads += [
+            _Head(f"_enc_{i}", e, m, union, num_union, m) for i, (e, m) in enumerate(zip(enc, enc_matchings))
+        ]
+        if "dn_outputs" in outputs:
+            dn_matching = denoising_matching(outputs["dn_meta"], targets)
+            dn_num = max(num_boxes * outputs["dn_meta"]["dn_num_group"], 1)
+            for i, dn in enumerate(outputs["dn_outputs"]):
+                heads.append(_Head(f"_dn_{i}", dn, dn_matching, dn_matching, dn_num, dn_matching, is_dn=True))
+            if "dn_pre_outputs" in outputs:
+                heads.append(
+                    _Head(
+                        "_dn_pre",
+                        outputs["dn_pre_outputs"],
+                        dn_matching,
+                        dn_matching,
+                        dn_num,
+                        dn_matching,
+                        True,
+                    )
+                )
+
+        losses: dict[str, torch.Tensor] = {}
+        for head in heads:
+            vfl_num = head.box_num if head.is_dn else num_boxes
+            terms = self._head_losses(head, targets, vfl_num, fdr, num_pos, num_neg)
+            for name, value in terms.items():
+                if name in self.weight_dict:
+                    losses[name + head.suffix] = torch.nan_to_num(value * self.weight_dict[name], nan=0.0)
+        return losses
+
+    def _head_losses(
+        self,
+        head: _Head,
+        targets: list[dict],
+        vfl_num: float,
+        fdr: dict,
+        num_pos: torch.Tensor,
+        num_neg: torch.Tensor,
+    ) -> dict[str, torch.Tensor]:
+        out = head.outputs
+        terms: dict[str, torch.Tensor] = {}
+        if "vfl" in self.losses:
+            idx = _matched_idx(head.own_matching)
+            ious = L.paired_iou(
+                out["pred_boxes"][idx], _gather_targets(targets, head.own_matching, "boxes")
+            ).detach()
+            labels = _gather_targets(targets, head.own_matching, "labels")
+            terms["loss_vfl"] = L.varifocal_loss(
+                out["pred_logits"], idx, labels, ious, vfl_num, self.alpha, self.gamma
+            )
+        if "boxes" in self.losses:
+            idx = _matched_idx(head.box_matching)
+            src = out["pred_boxes"][idx]
+            tgt = _gather_targets(targets, head.box_matching, "boxes")
+            terms["loss_bbox"] = L.l1_box_loss(src, tgt, head.box_num)
+            terms["loss_giou"] = L.giou_box_loss(src, tgt, head.box_num)
+        if "local" in self.losses and "pred_corners" in out:
+            terms.update(
+                self._local_losses(out, targets, head.local_matching, head.box_num, fdr, num_pos, num_neg)
+            )
+        return terms
+
+    def _local_losses(
+        self,
+        out: dict,
+        targets: list[dict],
+        matching: Matching,
+        num: float,
+        fdr: dict,
+        num_pos: torch.Tensor,
+        num_neg: torch.Tensor,
+    ) -> dict[str, torch.Tensor]:
+        """FGL on the matched edges, and DDF where the head has a GO-LSD teacher."""
+        idx = _matched_idx(matching)
+        target_boxes = _gather_targets(targets, matching, "boxes")
+        bins = self.reg_max + 1
+        with torch.no_grad():
+            target_bins, weight_right, weight_left = bbox2distance(
+                out["ref_points"][idx].detach(),
+                box_cxcywh_to_xyxy(target_boxes),
+                self.reg_max,
+                fdr["reg_scale"],
+                fdr["up"],
+            )
+        ious = L.paired_iou(out["pred_boxes"][idx], target_boxes)
+        terms = {
+            "loss_fgl": L.fine_grained_localization_loss(
+                out["pred_corners"][idx].reshape(-1, bins), target_bins, weight_right, weight_left, ious, num
+            )
+        }
+        if "teacher_corners" in out:
+            terms["loss_ddf"] = L.decoupled_distillation_loss(
+                out["pred_corners"],
+                out["teacher_corners"],
+                out["teacher_logits"],
+                idx,
+                ious,
+                num_pos,
+                num_neg,
+            )
+        return terms

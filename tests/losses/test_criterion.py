@@ -1,0 +1,109 @@
+"""Matcher invariants and criterion behaviour that does not need the oracle."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import dfine
+from dfine.losses import functional as L
+from dfine.losses.matcher import union_of_matchings
+
+
+def _outputs(batch=2, queries=12, classes=4, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return {
+        "pred_logits": torch.randn(batch, queries, classes, generator=g),
+        "pred_boxes": torch.rand(batch, queries, 4, generator=g) * 0.5 + 0.25,
+    }
+
+
+def _targets():
+    return [
+        {"labels": torch.tensor([0, 3, 1]), "boxes": torch.tensor([[0.3, 0.3, 0.2, 0.2], [0.6, 0.6, 0.3, 0.2], [0.5, 0.4, 0.1, 0.1]])},
+        {"labels": torch.tensor([2]), "boxes": torch.tensor([[0.5, 0.5, 0.4, 0.4]])},
+    ]  # fmt: skip
+
+
+def test_batched_matching_equals_per_image():
+    matcher = dfine.HungarianMatcher()
+    outputs, targets = _outputs(), _targets()
+    batched = matcher(outputs, targets)
+    for b in range(2):
+        single = matcher({k: v[b : b + 1] for k, v in outputs.items()}, [targets[b]])[0]
+        assert torch.equal(batched[b][0], single[0]) and torch.equal(batched[b][1], single[1])
+        assert len(batched[b][0]) == len(targets[b]["labels"])
+
+
+def test_matching_with_empty_targets():
+    matcher = dfine.HungarianMatcher()
+    targets = _targets()
+    targets[1] = {"labels": torch.zeros(0, dtype=torch.int64), "boxes": torch.zeros(0, 4)}
+    matching = matcher(_outputs(), targets)
+    assert len(matching[0][0]) == 3 and len(matching[1][0]) == 0
+    empty = [{"labels": torch.zeros(0, dtype=torch.int64), "boxes": torch.zeros(0, 4)}] * 2
+    assert all(len(rows) == 0 for rows, _ in matcher(_outputs(), empty))
+
+
+def test_union_prefers_most_frequent_target_per_query():
+    a = [(torch.tensor([1, 2]), torch.tensor([0, 1]))]
+    b = [(torch.tensor([1, 5]), torch.tensor([1, 0]))]
+    c = [(torch.tensor([1, 2]), torch.tensor([0, 1]))]
+    ((rows, cols),) = union_of_matchings([a, b, c])
+    assert dict(zip(rows.tolist(), cols.tolist())) == {1: 0, 2: 1, 5: 0}
+
+
+def test_criterion_is_pure_and_handles_empty_images():
+    torch.manual_seed(0)
+    model = dfine.build_model("n", num_classes=4).train()
+    targets = _targets()
+    targets.append({"labels": torch.zeros(0, dtype=torch.int64), "boxes": torch.zeros(0, 4)})
+    outputs = model(torch.rand(3, 3, 256, 256), targets=targets)
+    snapshot = {
+        k: (dict(v) if isinstance(v, dict) else [dict(a) for a in v] if isinstance(v, list) else v)
+        for k, v in outputs.items()
+    }
+    values_before = {k: v.detach().clone() for k, v in outputs.items() if isinstance(v, torch.Tensor)}
+    criterion = dfine.build_criterion(num_classes=4)
+    first = criterion(outputs, targets)
+    second = criterion(outputs, targets)
+    assert first.keys() == second.keys()
+    for key in first:
+        assert torch.equal(first[key], second[key]), key
+        assert torch.isfinite(first[key]), key
+    assert set(outputs) == set(snapshot)
+    assert set(outputs["aux_outputs"][0]) == set(snapshot["aux_outputs"][0])  # no keys added
+    assert set(outputs["dn_outputs"][0]) == set(snapshot["dn_outputs"][0])
+    for key, value in values_before.items():
+        assert torch.equal(outputs[key], value), key
+    assert any(k.endswith("_dn_0") for k in first) and "loss_ddf_aux_0" in first
+    sum(first.values()).backward()
+
+
+def test_weights_scale_terms_and_missing_weight_drops_term():
+    torch.manual_seed(0)
+    model = dfine.build_model("n", num_classes=4).train()
+    model.decoder.num_denoising = 0
+    outputs = model(torch.rand(2, 3, 256, 256), targets=_targets())
+    base = dfine.build_criterion(num_classes=4)(outputs, _targets())
+    doubled = dfine.build_criterion(
+        num_classes=4, weight_dict={"loss_vfl": 2, "loss_bbox": 5, "loss_giou": 2, "loss_fgl": 0.15}
+    )(outputs, _targets())
+    assert doubled["loss_vfl"].item() == pytest.approx(2 * base["loss_vfl"].item(), rel=1e-6)
+    assert not any("ddf" in k for k in doubled)
+
+
+def test_build_criterion_rejects_unknown_options():
+    with pytest.raises(ValueError, match="unknown criterion option 'gama'"):
+        dfine.build_criterion(gama=2)
+    with pytest.raises(ValueError, match="unknown loss 'focal'"):
+        dfine.build_criterion(losses=["focal"])
+
+
+def test_ddf_is_zero_when_student_equals_teacher():
+    corners = torch.randn(1, 3, 4 * 33)
+    idx = (torch.tensor([0]), torch.tensor([1]))
+    loss = L.decoupled_distillation_loss(
+        corners, corners.clone(), torch.randn(1, 3, 2), idx, torch.tensor([0.5]), *L.ddf_balance(1, 1, 3)
+    )
+    assert loss.item() == 0
