@@ -19,10 +19,11 @@ def _outputs(batch=2, queries=12, classes=4, seed=0):
 
 
 def _targets():
+    boxes0 = torch.tensor([[0.3, 0.3, 0.2, 0.2], [0.6, 0.6, 0.3, 0.2], [0.5, 0.4, 0.1, 0.1]])
     return [
-        {"labels": torch.tensor([0, 3, 1]), "boxes": torch.tensor([[0.3, 0.3, 0.2, 0.2], [0.6, 0.6, 0.3, 0.2], [0.5, 0.4, 0.1, 0.1]])},
+        {"labels": torch.tensor([0, 3, 1]), "boxes": boxes0},
         {"labels": torch.tensor([2]), "boxes": torch.tensor([[0.5, 0.5, 0.4, 0.4]])},
-    ]  # fmt: skip
+    ]
 
 
 def test_batched_matching_equals_per_image():

@@ -7,7 +7,9 @@ Files are read with ``torch.load(weights_only=True)``: no code from a checkpoint
 
 from __future__ import annotations
 
+import os
 import pickle
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,7 +17,14 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["CheckpointError", "LoadReport", "read_checkpoint", "extract_state_dict", "load_checkpoint"]
+__all__ = [
+    "CheckpointError",
+    "LoadReport",
+    "read_checkpoint",
+    "extract_state_dict",
+    "load_checkpoint",
+    "save_atomic",
+]
 
 
 class CheckpointError(ValueError):
@@ -171,3 +180,23 @@ def load_checkpoint(model: nn.Module, path: str | Path, strict: bool = True) -> 
     model.load_state_dict(to_load, strict=False)
     report.loaded = list(to_load)
     return report
+
+
+def save_atomic(obj: Any, path: str | Path) -> Path:
+    """``torch.save`` to a temporary file in the same folder, then rename over ``path``.
+
+    A crash or a full disk never leaves a truncated checkpoint under the final name.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            torch.save(obj, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path

@@ -1,0 +1,438 @@
+"""Typed training configuration, translated from an official-style YAML dict at the edge.
+
+Every official key is accepted (including the ``type:`` entries, read through plain name tables, and
+the official spelling ``epoches``); an unknown or misspelled key is an error that names the file, the
+key and the closest valid key, and a wrong type names the expected one.
+"""
+
+from __future__ import annotations
+
+import difflib
+import warnings
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from ..engine.optim import ParamGroupSpec
+from .presets import BackboneConfig, DecoderConfig, EncoderConfig, ModelConfig
+from .yaml_config import ConfigError, apply_overrides, load_yaml_config
+
+__all__ = [
+    "TrainConfig",
+    "LoaderConfig",
+    "DatasetConfig",
+    "CollateConfig",
+    "OptimizerConfig",
+    "SchedulerConfig",
+    "EMAConfig",
+    "CriterionConfig",
+    "load_train_config",
+]
+
+COLLATE_NAMES = {"BatchImageCollateFunction", "BatchImageCollateFuncion"}  # the seed README's spelling too
+DATASET_NAMES = {"CocoDetection", "YoloDetection", "Objects365Detection"}
+
+
+@dataclass(frozen=True)
+class CollateConfig:
+    base_size: int = 640
+    base_size_repeat: int | None = None  # None: multi-scale off
+    stop_epoch: int | None = None
+    ema_restart_decay: float = 0.9999
+
+
+@dataclass(frozen=True)
+class DatasetConfig:
+    type: str = "CocoDetection"
+    img_folder: str = ""
+    ann_file: str = ""
+    return_masks: bool = False
+    ops: tuple[dict[str, Any], ...] | None = None  # transform ops as in the YAML (None: default pipeline)
+    policy: dict[str, Any] | None = None  # {"name": "stop_epoch", "epoch": N, "ops": [...]}
+
+
+@dataclass(frozen=True)
+class LoaderConfig:
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    total_batch_size: int = 32
+    num_workers: int = 4
+    shuffle: bool = True
+    drop_last: bool = True
+    collate: CollateConfig = field(default_factory=CollateConfig)
+
+
+@dataclass(frozen=True)
+class OptimizerConfig:
+    type: str = "AdamW"
+    lr: float = 0.0001
+    weight_decay: float = 0.0001
+    betas: tuple[float, float] = (0.9, 0.999)
+    momentum: float = 0.9
+    groups: tuple[ParamGroupSpec, ...] = ()
+
+
+@dataclass(frozen=True)
+class SchedulerConfig:
+    type: str = "MultiStepLR"  # or "flatcosine"
+    milestones: tuple[int, ...] = (1000,)
+    gamma: float = 0.1
+    warmup_duration: int = 0  # LinearWarmup iterations (0: none)
+    lr_gamma: float = 0.5  # flatcosine: final LR fraction
+    warmup_iter: int = 2000
+    flat_epoch: int = 0
+    no_aug_epoch: int = 0
+
+
+@dataclass(frozen=True)
+class EMAConfig:
+    enabled: bool = True
+    decay: float = 0.9999
+    warmups: int = 1000
+    start: int = 0
+
+
+@dataclass(frozen=True)
+class CriterionConfig:
+    weight_dict: dict[str, float] = field(
+        default_factory=lambda: {
+            "loss_vfl": 1,
+            "loss_bbox": 5,
+            "loss_giou": 2,
+            "loss_fgl": 0.15,
+            "loss_ddf": 1.5,
+        }
+    )
+    losses: tuple[str, ...] = ("vfl", "boxes", "local")
+    alpha: float = 0.75
+    gamma: float = 2.0
+    reg_max: int = 32
+    matcher: dict[str, float] = field(
+        default_factory=lambda: {"cost_class": 2, "cost_bbox": 5, "cost_giou": 2, "alpha": 0.25, "gamma": 2.0}
+    )
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything a training or evaluation run needs. ``source`` is the YAML file it came from."""
+
+    source: str = "<defaults>"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    pretrained_backbone: bool = False
+    local_model_dir: str = "weight/hgnetv2/"
+    criterion: CriterionConfig = field(default_factory=CriterionConfig)
+    num_top_queries: int = 300
+    remap_mscoco_category: bool = False
+    train: LoaderConfig = field(default_factory=LoaderConfig)
+    val: LoaderConfig = field(default_factory=lambda: LoaderConfig(shuffle=False, drop_last=False))
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    ema: EMAConfig = field(default_factory=EMAConfig)
+    epochs: int = 72
+    clip_max_norm: float = 0.1
+    use_amp: bool = False
+    sync_bn: bool = True
+    find_unused_parameters: bool = False
+    print_freq: int = 100
+    output_dir: str = "./output"
+    summary_dir: str | None = None
+    checkpoint_freq: int = 12
+    seed: int = 0
+    device: str | None = None
+    grad_accum_steps: int = 1
+    early_stopping_patience: int = 0
+    eval_freq: int = 1
+    raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+
+# --------------------------------------------------------------------------------- translation
+_IGNORED_TOP = {
+    "task",
+    "evaluator",
+    "model",
+    "criterion",
+    "postprocessor",
+    "DFINE",
+    "scaler",
+    "use_wandb",
+    "yaml_cfg",
+}
+_RUNTIME_TOP = {
+    "num_classes", "remap_mscoco_category", "train_dataloader", "val_dataloader", "print_freq", "output_dir",
+    "summary_dir", "checkpoint_freq", "sync_bn", "find_unused_parameters", "use_amp", "use_ema", "ema",
+    "epoches", "epochs", "clip_max_norm", "optimizer", "lr_scheduler", "lr_warmup_scheduler", "lrsheduler",
+    "lr_gamma", "warmup_iter", "flat_epoch", "no_aug_epoch", "use_focal_loss", "eval_spatial_size",
+    "HGNetv2", "HybridEncoder", "DFINETransformer", "PostProcessor", "DFINECriterion", "seed", "device",
+    "grad_accum_steps", "early_stopping_patience", "eval_freq", "resume", "tuning", "test_only",
+}  # fmt: skip
+
+
+class _Reader:
+    """Reads one config section, remembering the file for error messages."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+
+    def fail(self, message: str) -> ConfigError:
+        return ConfigError(f"{self.source}: {message}")
+
+    def check_keys(self, section: dict[str, Any], allowed: set[str], where: str) -> None:
+        for key in section:
+            if key not in allowed:
+                match = difflib.get_close_matches(key, sorted(allowed), n=1)
+                hint = (
+                    f"; did you mean {match[0]!r}?"
+                    if match
+                    else f"; valid keys: {', '.join(sorted(allowed))}"
+                )
+                raise self.fail(f"unknown key {where + '.' if where else ''}{key!r}{hint}")
+
+    def typed(self, value: Any, expected: type | tuple[type, ...], where: str) -> Any:
+        if expected is float and isinstance(value, int) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, bool) and expected in (int, float):
+            raise self.fail(f"{where} must be a {expected.__name__}, got {value!r}")
+        if not isinstance(value, expected):
+            names = (
+                expected.__name__ if isinstance(expected, type) else " or ".join(t.__name__ for t in expected)
+            )
+            raise self.fail(f"{where} must be a {names}, got {type(value).__name__} {value!r}")
+        return value
+
+    def section(self, raw: dict[str, Any], key: str) -> dict[str, Any]:
+        value = raw.get(key) or {}
+        if not isinstance(value, dict):
+            raise self.fail(f"{key} must be a mapping, got {type(value).__name__}")
+        return value
+
+
+def _dataclass_from(reader: _Reader, cls, values: dict[str, Any], where: str, ignore: set[str] = frozenset()):
+    names = {f.name: f for f in fields(cls)}
+    reader.check_keys(values, set(names) | set(ignore), where)
+    kwargs = {}
+    for key, value in values.items():
+        if key in ignore:
+            continue
+        default = getattr(cls(), key)
+        if isinstance(default, tuple) and isinstance(value, list):
+            value = tuple(value)
+        elif isinstance(default, bool):
+            value = reader.typed(value, bool, f"{where}.{key}")
+        elif isinstance(default, int | float) and value is not None:
+            value = reader.typed(value, (int, float), f"{where}.{key}")
+        elif isinstance(default, str) and value is not None:
+            value = reader.typed(value, str, f"{where}.{key}")
+        kwargs[key] = value
+    return cls(**kwargs)
+
+
+def _model_config(reader: _Reader, raw: dict[str, Any]) -> tuple[ModelConfig, bool, str]:
+    backbone = dict(reader.section(raw, "HGNetv2"))
+    pretrained = bool(backbone.pop("pretrained", False))
+    local_dir = str(backbone.pop("local_model_dir", "weight/hgnetv2/"))
+    encoder = dict(reader.section(raw, "HybridEncoder"))
+    decoder = dict(reader.section(raw, "DFINETransformer"))
+    shared_size = raw.get("eval_spatial_size")
+    if shared_size is not None:
+        encoder.setdefault("eval_spatial_size", shared_size)
+        decoder.setdefault("eval_spatial_size", shared_size)
+    for section in (encoder, decoder):
+        if section.get("eval_spatial_size") is not None:
+            section["eval_spatial_size"] = tuple(section["eval_spatial_size"])
+    decoder.pop("num_classes", None)
+    num_classes = reader.typed(raw.get("num_classes", 80), int, "num_classes")
+    model = ModelConfig(
+        backbone=_dataclass_from(reader, BackboneConfig, backbone, "HGNetv2"),
+        encoder=_dataclass_from(reader, EncoderConfig, encoder, "HybridEncoder"),
+        decoder=_dataclass_from(reader, DecoderConfig, decoder, "DFINETransformer"),
+        num_classes=num_classes,
+    )
+    return model, pretrained, local_dir
+
+
+def _loader_config(reader: _Reader, raw: dict[str, Any], key: str, train: bool) -> LoaderConfig:
+    section = reader.section(raw, key)
+    reader.check_keys(
+        section,
+        {
+            "type",
+            "dataset",
+            "total_batch_size",
+            "batch_size",
+            "num_workers",
+            "shuffle",
+            "drop_last",
+            "collate_fn",
+        },
+        key,
+    )
+    dataset_raw = dict(section.get("dataset") or {})
+    reader.check_keys(
+        dataset_raw,
+        {"type", "img_folder", "ann_file", "return_masks", "transforms", "remap_mscoco_category"},
+        f"{key}.dataset",
+    )
+    dataset_type = dataset_raw.get("type", "CocoDetection")
+    if dataset_type not in DATASET_NAMES:
+        raise reader.fail(
+            f"{key}.dataset.type {dataset_type!r} is not supported; use one of {sorted(DATASET_NAMES)}"
+        )
+    transforms = dataset_raw.get("transforms") or {}
+    ops = transforms.get("ops")
+    dataset = DatasetConfig(
+        type=dataset_type,
+        img_folder=str(dataset_raw.get("img_folder", "")),
+        ann_file=str(dataset_raw.get("ann_file", "")),
+        return_masks=bool(dataset_raw.get("return_masks", False)),
+        ops=tuple(ops) if ops else None,
+        policy=transforms.get("policy"),
+    )
+    collate_raw = dict(section.get("collate_fn") or {})
+    collate_type = collate_raw.pop("type", "BatchImageCollateFunction")
+    if collate_type not in COLLATE_NAMES:
+        raise reader.fail(
+            f"{key}.collate_fn.type {collate_type!r} is not supported; use BatchImageCollateFunction"
+        )
+    if collate_type == "BatchImageCollateFuncion":
+        warnings.warn(
+            f"{reader.source}: {key}.collate_fn.type 'BatchImageCollateFuncion' is the seed README's misspelling "
+            "of BatchImageCollateFunction; accepted",
+            stacklevel=2,
+        )
+    collate = _dataclass_from(reader, CollateConfig, collate_raw, f"{key}.collate_fn", ignore={"scales"})
+    batch = section.get("total_batch_size", section.get("batch_size", 32 if train else 64))
+    return LoaderConfig(
+        dataset=dataset,
+        total_batch_size=reader.typed(batch, int, f"{key}.total_batch_size"),
+        num_workers=reader.typed(section.get("num_workers", 4), int, f"{key}.num_workers"),
+        shuffle=bool(section.get("shuffle", train)),
+        drop_last=bool(section.get("drop_last", train)),
+        collate=collate,
+    )
+
+
+def _optimizer_config(reader: _Reader, raw: dict[str, Any]) -> OptimizerConfig:
+    section = dict(reader.section(raw, "optimizer"))
+    reader.check_keys(section, {"type", "params", "lr", "betas", "weight_decay", "momentum"}, "optimizer")
+    groups = []
+    for i, group in enumerate(section.get("params") or []):
+        if not isinstance(group, dict) or "params" not in group:
+            raise reader.fail(f"optimizer.params[{i}] must be a mapping with a 'params' regex")
+        options = {k: v for k, v in group.items() if k != "params"}
+        reader.check_keys(options, {"lr", "weight_decay", "betas", "momentum"}, f"optimizer.params[{i}]")
+        groups.append(ParamGroupSpec(pattern=str(group["params"]), options=options))
+    return OptimizerConfig(
+        type=section.get("type", "AdamW"),
+        lr=reader.typed(section.get("lr", 1e-4), float, "optimizer.lr"),
+        weight_decay=reader.typed(section.get("weight_decay", 1e-4), float, "optimizer.weight_decay"),
+        betas=tuple(section.get("betas", (0.9, 0.999))),
+        momentum=reader.typed(section.get("momentum", 0.9), float, "optimizer.momentum"),
+        groups=tuple(groups),
+    )
+
+
+def _scheduler_config(reader: _Reader, raw: dict[str, Any]) -> SchedulerConfig:
+    sched = dict(reader.section(raw, "lr_scheduler"))
+    warm = dict(reader.section(raw, "lr_warmup_scheduler"))
+    reader.check_keys(sched, {"type", "milestones", "gamma"}, "lr_scheduler")
+    reader.check_keys(warm, {"type", "warmup_duration"}, "lr_warmup_scheduler")
+    kind = raw.get("lrsheduler") or sched.get("type", "MultiStepLR")
+    return SchedulerConfig(
+        type=kind,
+        milestones=tuple(sched.get("milestones", (1000,))),
+        gamma=reader.typed(sched.get("gamma", 0.1), float, "lr_scheduler.gamma"),
+        warmup_duration=reader.typed(
+            warm.get("warmup_duration", 0), int, "lr_warmup_scheduler.warmup_duration"
+        ),
+        lr_gamma=reader.typed(raw.get("lr_gamma", 0.5), float, "lr_gamma"),
+        warmup_iter=reader.typed(raw.get("warmup_iter", 2000), int, "warmup_iter"),
+        flat_epoch=reader.typed(raw.get("flat_epoch", 0), int, "flat_epoch"),
+        no_aug_epoch=reader.typed(raw.get("no_aug_epoch", 0), int, "no_aug_epoch"),
+    )
+
+
+def _criterion_config(reader: _Reader, raw: dict[str, Any]) -> CriterionConfig:
+    section = dict(reader.section(raw, "DFINECriterion"))
+    reader.check_keys(
+        section,
+        {
+            "weight_dict",
+            "losses",
+            "alpha",
+            "gamma",
+            "reg_max",
+            "matcher",
+            "boxes_weight_format",
+            "share_matched_indices",
+        },
+        "DFINECriterion",
+    )
+    matcher_raw = dict(section.get("matcher") or {})
+    matcher_raw.pop("type", None)
+    reader.check_keys(
+        matcher_raw, {"weight_dict", "alpha", "gamma", "use_focal_loss"}, "DFINECriterion.matcher"
+    )
+    matcher = dict(CriterionConfig().matcher)
+    matcher.update(matcher_raw.get("weight_dict") or {})
+    for key in ("alpha", "gamma", "use_focal_loss"):
+        if key in matcher_raw:
+            matcher[key] = matcher_raw[key]
+    default = CriterionConfig()
+    return CriterionConfig(
+        weight_dict=dict(section.get("weight_dict", default.weight_dict)),
+        losses=tuple(section.get("losses", default.losses)),
+        alpha=reader.typed(section.get("alpha", default.alpha), float, "DFINECriterion.alpha"),
+        gamma=reader.typed(section.get("gamma", default.gamma), float, "DFINECriterion.gamma"),
+        reg_max=reader.typed(section.get("reg_max", default.reg_max), int, "DFINECriterion.reg_max"),
+        matcher=matcher,
+    )
+
+
+def train_config_from_dict(raw: dict[str, Any], source: str = "<dict>") -> TrainConfig:
+    """Translate a merged official-style config dict into a :class:`TrainConfig`."""
+    reader = _Reader(source)
+    reader.check_keys(raw, _RUNTIME_TOP | _IGNORED_TOP, "")
+    model, pretrained, local_dir = _model_config(reader, raw)
+    ema_raw = dict(reader.section(raw, "ema"))
+    ema_raw.pop("type", None)
+    ema = _dataclass_from(reader, EMAConfig, ema_raw, "ema")
+    ema = EMAConfig(bool(raw.get("use_ema", False)), ema.decay, ema.warmups, ema.start)
+    post = reader.section(raw, "PostProcessor")
+    reader.check_keys(post, {"num_top_queries", "use_focal_loss", "remap_mscoco_category"}, "PostProcessor")
+    epochs = raw.get("epoches", raw.get("epochs", 72))
+    return TrainConfig(
+        source=source,
+        model=model,
+        pretrained_backbone=pretrained,
+        local_model_dir=local_dir,
+        criterion=_criterion_config(reader, raw),
+        num_top_queries=reader.typed(post.get("num_top_queries", 300), int, "PostProcessor.num_top_queries"),
+        remap_mscoco_category=bool(raw.get("remap_mscoco_category", False)),
+        train=_loader_config(reader, raw, "train_dataloader", train=True),
+        val=_loader_config(reader, raw, "val_dataloader", train=False),
+        optimizer=_optimizer_config(reader, raw),
+        scheduler=_scheduler_config(reader, raw),
+        ema=ema,
+        epochs=reader.typed(epochs, int, "epoches"),
+        clip_max_norm=reader.typed(raw.get("clip_max_norm", 0.1), float, "clip_max_norm"),
+        use_amp=bool(raw.get("use_amp", False)),
+        sync_bn=bool(raw.get("sync_bn", True)),
+        find_unused_parameters=bool(raw.get("find_unused_parameters", False)),
+        print_freq=reader.typed(raw.get("print_freq", 100), int, "print_freq"),
+        output_dir=str(raw.get("output_dir", "./output")),
+        summary_dir=raw.get("summary_dir"),
+        checkpoint_freq=reader.typed(raw.get("checkpoint_freq", 12), int, "checkpoint_freq"),
+        seed=reader.typed(raw.get("seed", 0) or 0, int, "seed"),
+        device=raw.get("device"),
+        grad_accum_steps=reader.typed(raw.get("grad_accum_steps", 1), int, "grad_accum_steps"),
+        early_stopping_patience=reader.typed(
+            raw.get("early_stopping_patience", 0), int, "early_stopping_patience"
+        ),
+        eval_freq=reader.typed(raw.get("eval_freq", 1), int, "eval_freq"),
+        raw=raw,
+    )
+
+
+def load_train_config(path: str | Path, overrides: list[str] | None = None) -> TrainConfig:
+    """Load a YAML config (with includes) and ``-u`` overrides into a :class:`TrainConfig`."""
+    raw = apply_overrides(load_yaml_config(path), overrides)
+    return train_config_from_dict(raw, str(path))

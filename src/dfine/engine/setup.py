@@ -1,0 +1,269 @@
+"""Build a training / evaluation run from a :class:`~dfine.config.schema.TrainConfig`.
+
+This is the one place that turns config values into objects: model, criterion, data loaders,
+optimizer, schedules, EMA, evaluator and the :class:`~dfine.engine.trainer.Trainer`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from torch import nn
+from torch.utils.data import DataLoader, DistributedSampler
+
+from ..config.schema import LoaderConfig, TrainConfig
+from ..data.coco import CategoryMap, CocoDetection
+from ..data.collate import BatchImageCollateFunction, batch_image_collate
+from ..data.from_config import build_pipeline, build_schedule
+from ..data.transforms import train_transforms, val_transforms
+from ..losses.criterion import DFINECriterion
+from ..losses.matcher import HungarianMatcher
+from ..model.dfine import DFINE
+from ..model.hgnetv2 import load_hgnetv2_pretrained
+from ..model.postprocess import PostProcessor
+from .checkpoint import load_checkpoint
+from .distributed import get_world_size, init_distributed, is_distributed, is_main_process
+from .ema import ModelEMA
+from .evaluate import CocoEvaluator
+from .finetune import load_for_finetuning
+from .optim import FlatCosineSchedule, LinearWarmup, build_lr_scheduler, build_optimizer
+from .trainer import Trainer, TrainerOptions, seed_everything
+
+__all__ = ["build_trainer", "RunOptions"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class RunOptions:
+    """Command-line choices on top of the config (``-r``, ``-t``, ``--test-only``...)."""
+
+    resume: str | None = None
+    tuning: str | None = None
+    test_only: bool = False
+    device: str | None = None
+    output_dir: str | None = None
+    summary_dir: str | None = None
+    use_amp: bool | None = None
+    seed: int | None = None
+
+
+def _dataset(
+    cfg: TrainConfig, loader: LoaderConfig, train: bool, category_map: CategoryMap | None
+) -> CocoDetection:
+    data = loader.dataset
+    where = "train_dataloader.dataset" if train else "val_dataloader.dataset"
+    if not data.img_folder or not data.ann_file:
+        raise ValueError(f"{cfg.source}: {where}.img_folder and {where}.ann_file must be set")
+    schedule = build_schedule(data.policy, loader.collate.stop_epoch) if train else None
+    size = tuple(cfg.model.decoder.eval_spatial_size or (640, 640))
+    if data.ops:
+        transforms = build_pipeline(data.ops, schedule, f"{where}.transforms")
+    else:
+        transforms = train_transforms(size, schedule) if train else val_transforms(size)
+    dataset = CocoDetection(
+        data.img_folder,
+        data.ann_file,
+        transforms,
+        remap_mscoco_category=cfg.remap_mscoco_category,
+        category_map=category_map,
+    )
+    dataset.schedule = schedule
+    return dataset
+
+
+def _loader(dataset: CocoDetection, loader: LoaderConfig, train: bool, seed: int) -> DataLoader:
+    world = get_world_size()
+    if loader.total_batch_size % world:
+        raise ValueError(f"total_batch_size {loader.total_batch_size} is not divisible by {world} processes")
+    batch = loader.total_batch_size // world
+    if train and loader.collate.base_size_repeat is not None:
+        collate = BatchImageCollateFunction(
+            loader.collate.base_size, loader.collate.base_size_repeat, schedule=dataset.schedule
+        )
+    else:
+        collate = batch_image_collate
+    sampler = DistributedSampler(dataset, shuffle=loader.shuffle, seed=seed) if is_distributed() else None
+    return DataLoader(
+        dataset,
+        batch_size=batch,
+        shuffle=loader.shuffle if sampler is None else False,
+        sampler=sampler,
+        num_workers=loader.num_workers,
+        drop_last=loader.drop_last and len(dataset) >= batch,
+        collate_fn=collate,
+        persistent_workers=False,
+    )
+
+
+def _criterion(cfg: TrainConfig) -> DFINECriterion:
+    c = cfg.criterion
+    matcher = dict(c.matcher)
+    return DFINECriterion(
+        matcher=HungarianMatcher(
+            cost_class=matcher["cost_class"],
+            cost_bbox=matcher["cost_bbox"],
+            cost_giou=matcher["cost_giou"],
+            alpha=matcher.get("alpha", 0.25),
+            gamma=matcher.get("gamma", 2.0),
+            use_focal_loss=matcher.get("use_focal_loss", True),
+        ),
+        weights=dict(c.weight_dict),
+        losses=c.losses,
+        alpha=c.alpha,
+        gamma=c.gamma,
+        num_classes=cfg.model.num_classes,
+        reg_max=c.reg_max,
+    )
+
+
+def _schedules(cfg: TrainConfig, optimizer: torch.optim.Optimizer, iters_per_epoch: int):
+    """``(epoch scheduler, warm-up, per-iteration scheduler)`` for the config's schedule type."""
+    s = cfg.scheduler
+    if s.type.lower() == "flatcosine":
+        total = cfg.epochs * iters_per_epoch
+        flat_cosine = FlatCosineSchedule(
+            optimizer, total, s.warmup_iter, s.flat_epoch * iters_per_epoch, s.no_aug_epoch * iters_per_epoch,
+            s.lr_gamma,
+        )  # fmt: skip
+        return None, None, flat_cosine
+    scheduler = build_lr_scheduler(optimizer, s.type, milestones=s.milestones, gamma=s.gamma)
+    warmup = LinearWarmup(optimizer, s.warmup_duration) if s.warmup_duration > 0 else None
+    return scheduler, warmup, None
+
+
+def build_trainer(cfg: TrainConfig, run: RunOptions) -> tuple[Trainer, dict[str, Any]]:
+    """Everything for one run, and a description of it (class names, sizes) for logging."""
+    if run.use_amp is not None:
+        cfg = dataclasses.replace(cfg, use_amp=run.use_amp)
+    if run.seed is not None:
+        cfg = dataclasses.replace(cfg, seed=run.seed)
+    output_dir = Path(run.output_dir or cfg.output_dir)
+    device = init_distributed(run.device or cfg.device)
+    seed_everything(cfg.seed)
+
+    train_set = None if run.test_only else _dataset(cfg, cfg.train, True, None)
+    category_map = train_set.category_map if train_set is not None else None
+    val_set = _dataset(cfg, cfg.val, False, category_map)
+    category_map = category_map or val_set.category_map
+    if category_map.num_classes != cfg.model.num_classes:
+        raise ValueError(
+            f"{cfg.source}: num_classes is {cfg.model.num_classes} but the dataset has {category_map.num_classes} "
+            f"categories ({', '.join(category_map.class_names[:8])}...); set num_classes: {category_map.num_classes}"
+        )
+
+    model = DFINE.from_config(cfg.model)
+    if cfg.pretrained_backbone and not (run.resume or run.tuning):
+        load_hgnetv2_pretrained(model.backbone, cfg.local_model_dir)
+    if run.tuning:
+        report = load_for_finetuning(model, run.tuning, list(category_map.class_names))
+        if is_main_process():
+            print(f"fine-tuning from {run.tuning}: {report.summary()}")
+    model = model.to(device)
+    if is_distributed() and cfg.sync_bn:
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    ema = ModelEMA(model, cfg.ema.decay, cfg.ema.warmups, cfg.ema.start) if cfg.ema.enabled else None
+    train_model: nn.Module = model
+    if is_distributed():
+        ids = [device.index] if device.type == "cuda" else None
+        train_model = nn.parallel.DistributedDataParallel(
+            model, device_ids=ids, find_unused_parameters=cfg.find_unused_parameters
+        )
+
+    o = cfg.optimizer
+    optimizer = build_optimizer(model, o.type, o.lr, o.weight_decay, o.betas, o.momentum, list(o.groups))
+    train_loader = _loader(train_set, cfg.train, True, cfg.seed) if train_set is not None else []
+    val_loader = _loader(val_set, cfg.val, False, cfg.seed)
+    iters = max(1, len(train_loader)) if train_set is not None else 1
+    lr_scheduler, warmup, iteration_scheduler = _schedules(cfg, optimizer, iters)
+
+    schedule = getattr(train_set, "schedule", None)
+
+    def set_epoch(epoch: int) -> None:
+        if schedule is not None:
+            schedule.set_epoch(epoch)
+        sampler = getattr(train_loader, "sampler", None)
+        if isinstance(sampler, DistributedSampler):
+            sampler.set_epoch(epoch)
+
+    metadata = {
+        "class_names": list(category_map.class_names),
+        "category_ids": list(category_map.category_ids),
+        "num_classes": category_map.num_classes,
+        "model": dataclasses.asdict(cfg.model),
+        "remap_mscoco_category": cfg.remap_mscoco_category,
+        "config_source": cfg.source,
+    }
+    evaluator = CocoEvaluator(
+        val_set.coco_gt_dict(), list(category_map.category_ids), list(category_map.class_names)
+    )
+    writer = None
+    if is_main_process() and not run.test_only:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        (output_dir / "config.yml").write_text(yaml.safe_dump(cfg.raw, sort_keys=False))
+        writer = _summary_writer(run.summary_dir or cfg.summary_dir or str(output_dir / "summary"))
+    trainer = Trainer(
+        model=train_model,
+        criterion=_criterion(cfg).to(device),
+        postprocessor=PostProcessor(cfg.model.num_classes, cfg.num_top_queries).to(device),
+        optimizer=optimizer,
+        lr_scheduler=lr_scheduler,
+        warmup=warmup,
+        ema=ema,
+        train_loader=train_loader,
+        val_loader=val_loader,
+        evaluator=evaluator,
+        device=device,
+        output_dir=output_dir,
+        options=TrainerOptions(
+            epochs=cfg.epochs,
+            clip_max_norm=cfg.clip_max_norm,
+            use_amp=cfg.use_amp,
+            grad_accum_steps=cfg.grad_accum_steps,
+            stop_epoch=cfg.train.collate.stop_epoch,
+            ema_restart_decay=cfg.train.collate.ema_restart_decay,
+            checkpoint_freq=cfg.checkpoint_freq,
+            print_freq=cfg.print_freq,
+            seed=cfg.seed,
+            early_stopping_patience=cfg.early_stopping_patience,
+            eval_freq=cfg.eval_freq,
+            metadata=metadata,
+        ),
+        set_epoch=set_epoch,
+        writer=writer,
+        iteration_scheduler=iteration_scheduler,
+    )
+    if run.resume:
+        if run.test_only:
+            report = load_checkpoint(model, run.resume, strict=True)
+            if ema is not None:
+                ema.module.load_state_dict(model.state_dict())
+            if is_main_process():
+                print(f"evaluating {run.resume} ({report.source} weights)")
+        else:
+            trainer.resume(run.resume)
+    description = {
+        "device": str(device),
+        "world_size": get_world_size(),
+        "train_images": len(train_set) if train_set is not None else 0,
+        "val_images": len(val_set),
+        "classes": list(category_map.class_names),
+    }
+    if is_main_process() and not run.test_only:
+        (output_dir / "run.json").write_text(json.dumps(description, indent=2))
+    return trainer, description
+
+
+def _summary_writer(path: str):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        logger.info("tensorboard is not installed; no scalars are written (pip install dfine[train])")
+        return None
+    return SummaryWriter(path)

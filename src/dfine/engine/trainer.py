@@ -1,0 +1,426 @@
+"""The training loop: AMP, gradient clipping and accumulation, EMA, warm-up, the two-stage
+augmentation policy, evaluation, best/last checkpoints and exact resume.
+
+The trainer receives built components; :mod:`dfine.engine.setup` builds them from a config.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .checkpoint import read_checkpoint, save_atomic
+from .distributed import get_rank, is_main_process, reduce_mean_dict
+from .ema import ModelEMA, unwrap_model
+from .evaluate import CocoEvaluator, EvalResult
+from .optim import LinearWarmup
+
+__all__ = ["Trainer", "TrainerOptions", "NonFiniteLossError", "seed_everything"]
+
+logger = logging.getLogger(__name__)
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training produced a NaN or infinite loss."""
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (all devices)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+@dataclass
+class TrainerOptions:
+    """Loop settings (the official runtime/solver keys).
+
+    Attributes:
+        epochs: total epochs (``epoches`` in the official YAML).
+        clip_max_norm: gradient-norm clip (0 disables).
+        use_amp: mixed precision (fp16 + GradScaler on CUDA, bf16 autocast on CPU).
+        grad_accum_steps: optimizer step every N batches (loss divided by N).
+        stop_epoch: stage-2 start: strong augmentation off, EMA restarted from the best stage-1 weights.
+        ema_restart_decay: EMA decay from ``stop_epoch`` on.
+        checkpoint_freq: also keep ``checkpointNNNN.pth`` every N epochs.
+        print_freq: log every N iterations.
+        seed: base seed; each epoch and rank reseeds from it so resumed runs are exact.
+        early_stopping_patience: stop after this many evaluations without AP gain (0 disables).
+        eval_freq: evaluate every N epochs (and at the last one).
+    """
+
+    epochs: int
+    clip_max_norm: float = 0.1
+    use_amp: bool = False
+    grad_accum_steps: int = 1
+    stop_epoch: int | None = None
+    ema_restart_decay: float = 0.9999
+    checkpoint_freq: int = 12
+    print_freq: int = 100
+    seed: int = 0
+    early_stopping_patience: int = 0
+    eval_freq: int = 1
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+class Trainer:
+    """Runs epochs of training and evaluation and owns the checkpoints of one run.
+
+    Args:
+        model: the detector (possibly DDP-wrapped), already on ``device``.
+        criterion: ``criterion(outputs, targets) -> dict of weighted loss terms``.
+        postprocessor: maps outputs + original sizes to detections for evaluation.
+        optimizer: the optimizer.
+        lr_scheduler: per-epoch scheduler, stepped once the warm-up has finished (or None).
+        warmup: per-iteration linear warm-up (or None).
+        iteration_scheduler: a scheduler stepped after every optimizer step (flat-cosine), or None.
+        ema: model EMA (or None); evaluation and ``best`` use the EMA weights when present.
+        train_loader, val_loader: iterables of ``(images [B,3,H,W], targets)``.
+        evaluator: COCO evaluator for ``val_loader`` (or None to skip evaluation).
+        device: where batches go.
+        output_dir: run folder (checkpoints, ``log.txt``, evaluation files).
+        options: loop settings.
+        set_epoch: called with the epoch before each epoch (samplers, augmentation policy).
+        writer: optional tensorboard ``SummaryWriter``.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        criterion: nn.Module,
+        postprocessor: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        lr_scheduler: Any,
+        warmup: LinearWarmup | None,
+        ema: ModelEMA | None,
+        train_loader: Iterable,
+        val_loader: Iterable | None,
+        evaluator: CocoEvaluator | None,
+        device: torch.device,
+        output_dir: str | Path,
+        options: TrainerOptions,
+        set_epoch: Callable[[int], None] | None = None,
+        writer: Any = None,
+        iteration_scheduler: Any = None,
+    ) -> None:
+        self.model = model
+        self.criterion = criterion
+        self.postprocessor = postprocessor
+        self.optimizer = optimizer
+        self.lr_scheduler = lr_scheduler
+        self.warmup = warmup
+        self.iteration_scheduler = iteration_scheduler
+        self.ema = ema
+        self.train_loader = train_loader
+        self.val_loader = val_loader
+        self.evaluator = evaluator
+        self.device = device
+        self.output_dir = Path(output_dir)
+        self.options = options
+        self.set_epoch = set_epoch
+        self.writer = writer
+        self.scaler = torch.amp.GradScaler("cuda") if options.use_amp and device.type == "cuda" else None
+        self.last_epoch = -1
+        self.global_step = 0
+        self.best: dict[str, float] = {"stage1": -1.0, "stage2": -1.0}
+        self.stale_evaluations = 0
+        self.history: list[dict[str, Any]] = []
+
+    # ----------------------------------------------------------------------------------- state
+    def state_dict(self) -> dict[str, Any]:
+        """The official checkpoint layout plus what exact resume and deployment need."""
+        state: dict[str, Any] = {
+            "date": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "last_epoch": self.last_epoch,
+            "model": unwrap_model(self.model).state_dict(),
+            "criterion": {},
+            "postprocessor": {},
+            "optimizer": self.optimizer.state_dict(),
+            "global_step": self.global_step,
+            "best": dict(self.best),
+            "stale_evaluations": self.stale_evaluations,
+        }
+        if self.lr_scheduler is not None:
+            state["lr_scheduler"] = self.lr_scheduler.state_dict()
+        if self.iteration_scheduler is not None:
+            state["iteration_scheduler"] = self.iteration_scheduler.state_dict()
+        if self.ema is not None:
+            state["ema"] = self.ema.state_dict()
+        if self.warmup is not None:
+            state["lr_warmup_scheduler"] = self.warmup.state_dict()
+        if self.scaler is not None:
+            state["scaler"] = self.scaler.state_dict()
+        if self.options.metadata:
+            state["dfine"] = self.options.metadata
+        return state
+
+    def load_state_dict(self, state: dict[str, Any], source: str = "<checkpoint>") -> None:
+        """Resume from :meth:`state_dict` output (or an official solver checkpoint)."""
+        try:
+            unwrap_model(self.model).load_state_dict(state["model"])
+        except (KeyError, RuntimeError) as err:
+            raise ValueError(
+                f"{source}: cannot resume: its model does not match this config ({str(err).splitlines()[0]}); "
+                "resume with the config the run was started with, or use -t to fine-tune from its weights"
+            ) from None
+        if self.ema is not None:
+            if "ema" in state:
+                self.ema.load_state_dict(state["ema"])
+            else:  # official behaviour: rebuild the EMA from the model
+                self.ema.module.load_state_dict(unwrap_model(self.model).state_dict())
+        if "optimizer" in state:
+            self.optimizer.load_state_dict(state["optimizer"])
+        if self.lr_scheduler is not None and "lr_scheduler" in state:
+            self.lr_scheduler.load_state_dict(state["lr_scheduler"])
+        if self.iteration_scheduler is not None and "iteration_scheduler" in state:
+            self.iteration_scheduler.load_state_dict(state["iteration_scheduler"])
+        if self.warmup is not None and "lr_warmup_scheduler" in state:
+            self.warmup.load_state_dict(state["lr_warmup_scheduler"])
+        if self.scaler is not None and "scaler" in state:
+            self.scaler.load_state_dict(state["scaler"])
+        self.last_epoch = int(state.get("last_epoch", -1))
+        self.global_step = int(state.get("global_step", 0))
+        self.best.update(state.get("best", {}))
+        self.stale_evaluations = int(state.get("stale_evaluations", 0))
+
+    def resume(self, path: str | Path) -> None:
+        state = read_checkpoint(path)
+        if not isinstance(state, dict) or "model" not in state:
+            raise ValueError(
+                f"{path}: not a training checkpoint (no 'model' entry); use -t to fine-tune from weights"
+            )
+        self.load_state_dict(state, str(path))
+        logger.info("resumed from %s at epoch %d", path, self.last_epoch + 1)
+
+    def _save(self, name: str, weights_only: bool = False) -> Path | None:
+        if not is_main_process():
+            return None
+        state = self.state_dict()
+        if weights_only:  # deployment file: EMA (or model) weights and metadata only
+            weights = state["ema"]["module"] if "ema" in state else state["model"]
+            state = {"model": weights, "last_epoch": self.last_epoch, "dfine": state.get("dfine", {})}
+        return save_atomic(state, self.output_dir / name)
+
+    # ------------------------------------------------------------------------------- training
+    def _autocast(self):
+        if not self.options.use_amp:
+            return torch.autocast(device_type=self.device.type, enabled=False)
+        dtype = torch.float16 if self.device.type == "cuda" else torch.bfloat16
+        return torch.autocast(device_type=self.device.type, dtype=dtype)
+
+    def train_one_epoch(self, epoch: int) -> dict[str, float]:
+        """One pass over ``train_loader``; returns the mean of each loss term and the final LR."""
+        self.model.train()
+        self.criterion.train()
+        accum = max(1, self.options.grad_accum_steps)
+        sums: dict[str, float] = {}
+        count = 0
+        num_batches = len(self.train_loader) if hasattr(self.train_loader, "__len__") else None
+        progress = _progress(self.train_loader, epoch, num_batches)
+        self.optimizer.zero_grad(set_to_none=True)
+        for step, (images, targets) in enumerate(progress):
+            images = images.to(self.device, non_blocking=True)
+            targets = [
+                {k: v.to(self.device) if torch.is_tensor(v) else v for k, v in t.items()} for t in targets
+            ]
+            with self._autocast():
+                outputs = self.model(images, targets=targets)
+            with torch.autocast(device_type=self.device.type, enabled=False):
+                outputs = _to_float(outputs)
+                loss_dict = self.criterion(outputs, targets)
+            loss = sum(loss_dict.values())
+            if not torch.isfinite(loss):
+                last = self.output_dir / "last.pth"
+                raise NonFiniteLossError(
+                    f"loss became {loss.item()} at epoch {epoch}, step {step} (global step {self.global_step}); "
+                    + (
+                        f"the last good checkpoint is {last}"
+                        if last.exists()
+                        else "no checkpoint was written yet"
+                    )
+                    + ". Lower the learning rate, check the data with `dfine data check`, or disable --use-amp."
+                )
+            scaled = loss / accum
+            if self.scaler is not None:
+                self.scaler.scale(scaled).backward()
+            else:
+                scaled.backward()
+
+            if (step + 1) % accum == 0 or (num_batches is not None and step + 1 == num_batches):
+                self._optimizer_step()
+                if self.ema is not None:
+                    self.ema.update(self.model)
+                if self.warmup is not None:
+                    self.warmup.step()
+                if self.iteration_scheduler is not None:
+                    self.iteration_scheduler.step()
+                self.global_step += 1
+
+            reduced = reduce_mean_dict({k: v.detach() for k, v in loss_dict.items()})
+            for key, value in reduced.items():
+                sums[key] = sums.get(key, 0.0) + float(value)
+            total = float(sum(reduced.values()))
+            sums["loss"] = sums.get("loss", 0.0) + total
+            count += 1
+            lr = self.optimizer.param_groups[0]["lr"]
+            if hasattr(progress, "set_postfix"):
+                progress.set_postfix(loss=f"{total:.3f}", lr=f"{lr:.2e}", refresh=False)
+            if self.writer is not None and self.global_step % 10 == 0:
+                self.writer.add_scalar("Loss/total", total, self.global_step)
+                for j, group in enumerate(self.optimizer.param_groups):
+                    self.writer.add_scalar(f"Lr/pg_{j}", group["lr"], self.global_step)
+        stats = {k: v / max(count, 1) for k, v in sums.items()}
+        stats["lr"] = self.optimizer.param_groups[0]["lr"]
+        return stats
+
+    def _optimizer_step(self) -> None:
+        params = [p for group in self.optimizer.param_groups for p in group["params"]]
+        if self.scaler is not None:
+            if self.options.clip_max_norm > 0:
+                self.scaler.unscale_(self.optimizer)
+                torch.nn.utils.clip_grad_norm_(params, self.options.clip_max_norm)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            if self.options.clip_max_norm > 0:
+                torch.nn.utils.clip_grad_norm_(params, self.options.clip_max_norm)
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
+    # ----------------------------------------------------------------------------- evaluation
+    @torch.no_grad()
+    def evaluate(self, module: nn.Module | None = None) -> EvalResult | None:
+        """COCO metrics of ``module`` (default: the EMA weights if any, else the model)."""
+        if self.val_loader is None or self.evaluator is None:
+            return None
+        if module is None:
+            module = self.ema.module if self.ema is not None else unwrap_model(self.model)
+        module.eval()
+        self.evaluator.reset()
+        for images, targets in self.val_loader:
+            images = images.to(self.device)
+            with self._autocast():
+                outputs = module(images)
+            outputs = _to_float(outputs)
+            sizes = torch.stack([t["orig_size"] for t in targets]).to(self.device)
+            results = self.postprocessor(outputs, sizes)
+            self.evaluator.update([int(t["image_id"]) for t in targets], results)
+        self.evaluator.gather()
+        return self.evaluator.compute(verbose=is_main_process())
+
+    # ------------------------------------------------------------------------------------ fit
+    def fit(self) -> dict[str, Any]:
+        """Train from ``last_epoch + 1`` to ``epochs``; returns a summary of the run."""
+        opts = self.options
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        start = time.time()
+        stop_epoch = opts.stop_epoch if opts.stop_epoch is not None else opts.epochs
+        for epoch in range(self.last_epoch + 1, opts.epochs):
+            seed_everything(opts.seed + 1000 * epoch + get_rank())
+            if self.set_epoch is not None:
+                self.set_epoch(epoch)
+            if epoch == stop_epoch and epoch > 0:
+                self._start_stage2()
+
+            train_stats = self.train_one_epoch(epoch)
+            if self.lr_scheduler is not None and (self.warmup is None or self.warmup.finished()):
+                self.lr_scheduler.step()
+            self.last_epoch = epoch
+            if opts.checkpoint_freq > 0 and (epoch + 1) % opts.checkpoint_freq == 0:
+                self._save(f"checkpoint{epoch:04}.pth")
+
+            result = None
+            if (epoch + 1) % max(1, opts.eval_freq) == 0 or epoch + 1 == opts.epochs:
+                result = self.evaluate()
+            record: dict[str, Any] = {"epoch": epoch, **{f"train_{k}": v for k, v in train_stats.items()}}
+            if result is not None:
+                record["test_coco_eval_bbox"] = result.as_list()
+                self._track_best(epoch, result, stage2=epoch >= stop_epoch)
+            self._save("last.pth")
+            self._log(record)
+            if opts.early_stopping_patience and self.stale_evaluations >= opts.early_stopping_patience:
+                logger.info(
+                    "early stopping at epoch %d: no AP gain in %d evaluations", epoch, self.stale_evaluations
+                )
+                break
+        summary = {
+            "epochs_run": self.last_epoch + 1,
+            "best_ap_stage1": self.best["stage1"],
+            "best_ap_stage2": self.best["stage2"],
+            "train_time_s": round(time.time() - start, 1),
+            "output_dir": str(self.output_dir),
+        }
+        if is_main_process():
+            (self.output_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+        return summary
+
+    def _start_stage2(self) -> None:
+        """At the stop epoch: continue from the best stage-1 weights with a restarted EMA decay."""
+        best = self.output_dir / "best_stg1.pth"
+        if best.exists():
+            state = read_checkpoint(best)
+            unwrap_model(self.model).load_state_dict(state["model"])
+            if self.ema is not None and "ema" in state:
+                self.ema.load_state_dict(state["ema"])
+        if self.ema is not None:
+            self.ema.restart(self.options.ema_restart_decay)
+        logger.info(
+            "stage 2 from epoch %d: EMA decay %.4f", self.last_epoch + 1, self.options.ema_restart_decay
+        )
+
+    def _track_best(self, epoch: int, result: EvalResult, stage2: bool) -> None:
+        ap = result.stats["AP"]
+        stage = "stage2" if stage2 else "stage1"
+        if ap > self.best[stage]:
+            self.best[stage] = ap
+            self.stale_evaluations = 0
+            self._save("best_stg2.pth" if stage2 else "best_stg1.pth")
+            self._save("best.pth", weights_only=True)
+        else:
+            self.stale_evaluations += 1
+        if self.writer is not None:
+            for name, value in result.stats.items():
+                self.writer.add_scalar(f"Test/{name}", value, epoch)
+
+    def _log(self, record: dict[str, Any]) -> None:
+        if not is_main_process():
+            return
+        self.history.append(record)
+        with (self.output_dir / "log.txt").open("a") as handle:
+            handle.write(json.dumps(record) + "\n")
+        if self.writer is not None:
+            for key, value in record.items():
+                if key.startswith("train_") and isinstance(value, float):
+                    self.writer.add_scalar(f"Train/{key[6:]}", value, record["epoch"])
+
+
+def _to_float(outputs: Any) -> Any:
+    """Cast floating tensors of a (nested) output structure to float32 for the loss / post-processing."""
+    if torch.is_tensor(outputs):
+        return outputs.float() if outputs.is_floating_point() else outputs
+    if isinstance(outputs, dict):
+        return {k: _to_float(v) for k, v in outputs.items()}
+    if isinstance(outputs, list | tuple):
+        return type(outputs)(_to_float(v) for v in outputs)
+    return outputs
+
+
+def _progress(loader: Iterable, epoch: int, total: int | None):
+    """A tqdm progress bar on the main process (plain iteration elsewhere or without tqdm)."""
+    if not is_main_process():
+        return loader
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        return loader
+    return tqdm(loader, total=total, desc=f"epoch {epoch}", leave=False, mininterval=2.0, dynamic_ncols=True)
