@@ -20,9 +20,7 @@ def _perturbed(state):
 
 def test_official_solver_layout_prefers_ema(tmp_path, n_state):
     path = tmp_path / "official.pth"
-    torch.save(
-        {"model": _perturbed(n_state), "ema": {"module": n_state, "updates": 7}, "last_epoch": 3}, path
-    )
+    torch.save({"model": _perturbed(n_state), "ema": {"module": n_state, "updates": 7}, "last_epoch": 3}, path)
     model = dfine.build_model("n")
     report = dfine.load_checkpoint(model, path)
     assert report.source == "ema"

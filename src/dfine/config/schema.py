@@ -15,7 +15,7 @@ from typing import Any
 
 from ..engine.optim import ParamGroupSpec
 from .presets import BackboneConfig, DecoderConfig, EncoderConfig, ModelConfig
-from .yaml_config import ConfigError, apply_overrides, load_yaml_config
+from .yaml_config import ConfigError, apply_overrides, as_number, load_yaml_config
 
 __all__ = [
     "TrainConfig",
@@ -161,7 +161,7 @@ _RUNTIME_TOP = {
     "summary_dir", "checkpoint_freq", "sync_bn", "find_unused_parameters", "use_amp", "use_ema", "ema",
     "epoches", "epochs", "clip_max_norm", "optimizer", "lr_scheduler", "lr_warmup_scheduler", "lrsheduler",
     "lr_gamma", "warmup_iter", "flat_epoch", "no_aug_epoch", "use_focal_loss", "eval_spatial_size",
-    "HGNetv2", "HybridEncoder", "DFINETransformer", "PostProcessor", "DFINECriterion", "seed", "device",
+    "HGNetv2", "HybridEncoder", "DFINETransformer", "PostProcessor", "DFINEPostProcessor", "DFINECriterion", "seed", "device",
     "grad_accum_steps", "early_stopping_patience", "eval_freq", "resume", "tuning", "test_only",
 }  # fmt: skip
 
@@ -179,22 +179,18 @@ class _Reader:
         for key in section:
             if key not in allowed:
                 match = difflib.get_close_matches(key, sorted(allowed), n=1)
-                hint = (
-                    f"; did you mean {match[0]!r}?"
-                    if match
-                    else f"; valid keys: {', '.join(sorted(allowed))}"
-                )
+                hint = f"; did you mean {match[0]!r}?" if match else f"; valid keys: {', '.join(sorted(allowed))}"
                 raise self.fail(f"unknown key {where + '.' if where else ''}{key!r}{hint}")
 
     def typed(self, value: Any, expected: type | tuple[type, ...], where: str) -> Any:
+        if expected in (float, (int, float)):
+            value = as_number(value)
         if expected is float and isinstance(value, int) and not isinstance(value, bool):
             return float(value)
         if isinstance(value, bool) and expected in (int, float):
             raise self.fail(f"{where} must be a {expected.__name__}, got {value!r}")
         if not isinstance(value, expected):
-            names = (
-                expected.__name__ if isinstance(expected, type) else " or ".join(t.__name__ for t in expected)
-            )
+            names = expected.__name__ if isinstance(expected, type) else " or ".join(t.__name__ for t in expected)
             raise self.fail(f"{where} must be a {names}, got {type(value).__name__} {value!r}")
         return value
 
@@ -273,9 +269,7 @@ def _loader_config(reader: _Reader, raw: dict[str, Any], key: str, train: bool) 
     )
     dataset_type = dataset_raw.get("type", "CocoDetection")
     if dataset_type not in DATASET_NAMES:
-        raise reader.fail(
-            f"{key}.dataset.type {dataset_type!r} is not supported; use one of {sorted(DATASET_NAMES)}"
-        )
+        raise reader.fail(f"{key}.dataset.type {dataset_type!r} is not supported; use one of {sorted(DATASET_NAMES)}")
     transforms = dataset_raw.get("transforms") or {}
     ops = transforms.get("ops")
     dataset = DatasetConfig(
@@ -289,9 +283,7 @@ def _loader_config(reader: _Reader, raw: dict[str, Any], key: str, train: bool) 
     collate_raw = dict(section.get("collate_fn") or {})
     collate_type = collate_raw.pop("type", "BatchImageCollateFunction")
     if collate_type not in COLLATE_NAMES:
-        raise reader.fail(
-            f"{key}.collate_fn.type {collate_type!r} is not supported; use BatchImageCollateFunction"
-        )
+        raise reader.fail(f"{key}.collate_fn.type {collate_type!r} is not supported; use BatchImageCollateFunction")
     if collate_type == "BatchImageCollateFuncion":
         warnings.warn(
             f"{reader.source}: {key}.collate_fn.type 'BatchImageCollateFuncion' is the seed README's misspelling "
@@ -340,9 +332,7 @@ def _scheduler_config(reader: _Reader, raw: dict[str, Any]) -> SchedulerConfig:
         type=kind,
         milestones=tuple(sched.get("milestones", (1000,))),
         gamma=reader.typed(sched.get("gamma", 0.1), float, "lr_scheduler.gamma"),
-        warmup_duration=reader.typed(
-            warm.get("warmup_duration", 0), int, "lr_warmup_scheduler.warmup_duration"
-        ),
+        warmup_duration=reader.typed(warm.get("warmup_duration", 0), int, "lr_warmup_scheduler.warmup_duration"),
         lr_gamma=reader.typed(raw.get("lr_gamma", 0.5), float, "lr_gamma"),
         warmup_iter=reader.typed(raw.get("warmup_iter", 2000), int, "warmup_iter"),
         flat_epoch=reader.typed(raw.get("flat_epoch", 0), int, "flat_epoch"),
@@ -368,9 +358,7 @@ def _criterion_config(reader: _Reader, raw: dict[str, Any]) -> CriterionConfig:
     )
     matcher_raw = dict(section.get("matcher") or {})
     matcher_raw.pop("type", None)
-    reader.check_keys(
-        matcher_raw, {"weight_dict", "alpha", "gamma", "use_focal_loss"}, "DFINECriterion.matcher"
-    )
+    reader.check_keys(matcher_raw, {"weight_dict", "alpha", "gamma", "use_focal_loss"}, "DFINECriterion.matcher")
     matcher = dict(CriterionConfig().matcher)
     matcher.update(matcher_raw.get("weight_dict") or {})
     for key in ("alpha", "gamma", "use_focal_loss"):
@@ -396,8 +384,9 @@ def train_config_from_dict(raw: dict[str, Any], source: str = "<dict>") -> Train
     ema_raw.pop("type", None)
     ema = _dataclass_from(reader, EMAConfig, ema_raw, "ema")
     ema = EMAConfig(bool(raw.get("use_ema", False)), ema.decay, ema.warmups, ema.start)
-    post = reader.section(raw, "PostProcessor")
-    reader.check_keys(post, {"num_top_queries", "use_focal_loss", "remap_mscoco_category"}, "PostProcessor")
+    # the official section is DFINEPostProcessor; PostProcessor is accepted too
+    post = {**reader.section(raw, "PostProcessor"), **reader.section(raw, "DFINEPostProcessor")}
+    reader.check_keys(post, {"num_top_queries", "use_focal_loss", "remap_mscoco_category"}, "DFINEPostProcessor")
     epochs = raw.get("epoches", raw.get("epochs", 72))
     return TrainConfig(
         source=source,
@@ -424,9 +413,7 @@ def train_config_from_dict(raw: dict[str, Any], source: str = "<dict>") -> Train
         seed=reader.typed(raw.get("seed", 0) or 0, int, "seed"),
         device=raw.get("device"),
         grad_accum_steps=reader.typed(raw.get("grad_accum_steps", 1), int, "grad_accum_steps"),
-        early_stopping_patience=reader.typed(
-            raw.get("early_stopping_patience", 0), int, "early_stopping_patience"
-        ),
+        early_stopping_patience=reader.typed(raw.get("early_stopping_patience", 0), int, "early_stopping_patience"),
         eval_freq=reader.typed(raw.get("eval_freq", 1), int, "eval_freq"),
         raw=raw,
     )

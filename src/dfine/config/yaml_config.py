@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-__all__ = ["ConfigError", "load_yaml_config", "apply_overrides", "deep_merge", "INPUT_SIZE_KEY"]
+__all__ = ["ConfigError", "load_yaml_config", "apply_overrides", "deep_merge", "as_number", "INPUT_SIZE_KEY"]
 
 INCLUDE_KEY = "__include__"
 INPUT_SIZE_KEY = "input_size"  # override that sets every size-dependent entry at once
@@ -43,9 +43,7 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ConfigError(
-            f"{path}: a config must be a mapping of keys to values, found {type(data).__name__}"
-        )
+        raise ConfigError(f"{path}: a config must be a mapping of keys to values, found {type(data).__name__}")
     return data
 
 
@@ -70,9 +68,20 @@ def load_yaml_config(path: str | Path, _stack: tuple[Path, ...] = ()) -> dict[st
 
 def _parse_value(text: str) -> Any:
     try:
-        return yaml.safe_load(text)
+        value = yaml.safe_load(text)
     except yaml.YAMLError:
         return text
+    return as_number(value)
+
+
+def as_number(value: Any) -> Any:
+    """YAML 1.1 reads ``1e-4`` (no dot) as a string; turn such strings into floats."""
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
 
 
 def apply_overrides(config: dict[str, Any], overrides: list[str] | None) -> dict[str, Any]:

@@ -56,9 +56,7 @@ class LoadReport:
         if self.missing:
             lines.append(f"{len(self.missing)} model keys not in the checkpoint: " + _preview(self.missing))
         if self.unexpected:
-            lines.append(
-                f"{len(self.unexpected)} checkpoint keys not in the model: " + _preview(self.unexpected)
-            )
+            lines.append(f"{len(self.unexpected)} checkpoint keys not in the model: " + _preview(self.unexpected))
         return "; ".join(lines)
 
 
@@ -92,9 +90,7 @@ def _is_state_dict(obj: Any) -> bool:
     return isinstance(obj, dict) and bool(obj) and all(isinstance(v, torch.Tensor) for v in obj.values())
 
 
-def extract_state_dict(
-    checkpoint: Any, path: str | Path = "<checkpoint>"
-) -> tuple[dict[str, torch.Tensor], str]:
+def extract_state_dict(checkpoint: Any, path: str | Path = "<checkpoint>") -> tuple[dict[str, torch.Tensor], str]:
     """The model weights inside a loaded checkpoint and the entry they came from.
 
     The EMA weights win when present (as in the official inference and export tools). A ``module.``
@@ -162,9 +158,7 @@ def load_checkpoint(model: nn.Module, path: str | Path, strict: bool = True) -> 
         if report.mismatched:
             problems.append(
                 "shape mismatch: "
-                + _preview(
-                    f"{k} {list(a)} in file vs {list(b)} in model" for k, (a, b) in report.mismatched.items()
-                )
+                + _preview(f"{k} {list(a)} in file vs {list(b)} in model" for k, (a, b) in report.mismatched.items())
             )
         if report.missing:
             problems.append("missing: " + _preview(report.missing))

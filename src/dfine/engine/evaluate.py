@@ -100,9 +100,7 @@ class CocoEvaluator:
         image_ids = sorted(img["id"] for img in self.ground_truth.get("images", []))
         if not self.detections or not gt.getAnnIds():
             stats = dict.fromkeys(STAT_NAMES, 0.0 if self.detections or not gt.getAnnIds() else -1.0)
-            return EvalResult(
-                stats=stats, summary="no detections" if not self.detections else "no ground truth"
-            )
+            return EvalResult(stats=stats, summary="no detections" if not self.detections else "no ground truth")
         dt = gt.loadRes(self.detections)
         lines: list[str] = []
         coco_eval = COCOeval_faster(gt, dt, iouType="bbox", print_function=lines.append)

@@ -35,13 +35,9 @@ class FinetuneReport:
     def summary(self) -> str:
         parts = [f"loaded {len(self.loaded)} tensors"]
         if self.class_mapped or self.class_new:
-            parts.append(
-                f"class heads: {len(self.class_mapped)} classes mapped by name, {len(self.class_new)} new"
-            )
+            parts.append(f"class heads: {len(self.class_mapped)} classes mapped by name, {len(self.class_new)} new")
             if self.class_new:
-                parts.append(
-                    "new: " + ", ".join(self.class_new[:10]) + (" ..." if len(self.class_new) > 10 else "")
-                )
+                parts.append("new: " + ", ".join(self.class_new[:10]) + (" ..." if len(self.class_new) > 10 else ""))
         if self.skipped:
             parts.append(f"skipped {len(self.skipped)}: " + ", ".join(list(self.skipped)[:6]))
         return "; ".join(parts)

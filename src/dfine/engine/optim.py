@@ -43,9 +43,7 @@ def build_param_groups(model: nn.Module, specs: list[ParamGroupSpec]) -> list[di
         try:
             regex = re.compile(spec.pattern)
         except re.error as err:
-            raise ValueError(
-                f"optimizer.params[{index}].params: invalid regex {spec.pattern!r} ({err})"
-            ) from None
+            raise ValueError(f"optimizer.params[{index}].params: invalid regex {spec.pattern!r} ({err})") from None
         members = []
         for name, param in named:
             if regex.search(name):

@@ -54,9 +54,7 @@ class RunOptions:
     seed: int | None = None
 
 
-def _dataset(
-    cfg: TrainConfig, loader: LoaderConfig, train: bool, category_map: CategoryMap | None
-) -> CocoDetection:
+def _dataset(cfg: TrainConfig, loader: LoaderConfig, train: bool, category_map: CategoryMap | None) -> CocoDetection:
     data = loader.dataset
     where = "train_dataloader.dataset" if train else "val_dataloader.dataset"
     if not data.img_folder or not data.ann_file:
@@ -167,7 +165,10 @@ def build_trainer(cfg: TrainConfig, run: RunOptions) -> tuple[Trainer, dict[str,
             print(f"fine-tuning from {run.tuning}: {report.summary()}")
     model = model.to(device)
     if is_distributed() and cfg.sync_bn:
-        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        if device.type == "cuda":
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        elif is_main_process():
+            print("sync_bn: SyncBatchNorm needs CUDA; BatchNorm statistics stay per process on CPU")
     ema = ModelEMA(model, cfg.ema.decay, cfg.ema.warmups, cfg.ema.start) if cfg.ema.enabled else None
     train_model: nn.Module = model
     if is_distributed():
@@ -200,9 +201,7 @@ def build_trainer(cfg: TrainConfig, run: RunOptions) -> tuple[Trainer, dict[str,
         "remap_mscoco_category": cfg.remap_mscoco_category,
         "config_source": cfg.source,
     }
-    evaluator = CocoEvaluator(
-        val_set.coco_gt_dict(), list(category_map.category_ids), list(category_map.class_names)
-    )
+    evaluator = CocoEvaluator(val_set.coco_gt_dict(), list(category_map.category_ids), list(category_map.class_names))
     writer = None
     if is_main_process() and not run.test_only:
         output_dir.mkdir(parents=True, exist_ok=True)

@@ -196,9 +196,7 @@ class Trainer:
     def resume(self, path: str | Path) -> None:
         state = read_checkpoint(path)
         if not isinstance(state, dict) or "model" not in state:
-            raise ValueError(
-                f"{path}: not a training checkpoint (no 'model' entry); use -t to fine-tune from weights"
-            )
+            raise ValueError(f"{path}: not a training checkpoint (no 'model' entry); use -t to fine-tune from weights")
         self.load_state_dict(state, str(path))
         logger.info("resumed from %s at epoch %d", path, self.last_epoch + 1)
 
@@ -230,24 +228,23 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         for step, (images, targets) in enumerate(progress):
             images = images.to(self.device, non_blocking=True)
-            targets = [
-                {k: v.to(self.device) if torch.is_tensor(v) else v for k, v in t.items()} for t in targets
-            ]
+            targets = [{k: v.to(self.device) if torch.is_tensor(v) else v for k, v in t.items()} for t in targets]
             with self._autocast():
                 outputs = self.model(images, targets=targets)
             with torch.autocast(device_type=self.device.type, enabled=False):
                 outputs = _to_float(outputs)
                 loss_dict = self.criterion(outputs, targets)
             loss = sum(loss_dict.values())
-            if not torch.isfinite(loss):
+            # the criterion maps NaN terms to 0 (official behaviour), so also look at the predictions
+            finite_outputs = bool(
+                torch.isfinite(outputs["pred_boxes"]).all() and torch.isfinite(outputs["pred_logits"]).all()
+            )
+            if not torch.isfinite(loss) or not finite_outputs:
                 last = self.output_dir / "last.pth"
+                what = f"loss became {loss.item()}" if finite_outputs else "the predictions became NaN/inf"
                 raise NonFiniteLossError(
-                    f"loss became {loss.item()} at epoch {epoch}, step {step} (global step {self.global_step}); "
-                    + (
-                        f"the last good checkpoint is {last}"
-                        if last.exists()
-                        else "no checkpoint was written yet"
-                    )
+                    f"{what} at epoch {epoch}, step {step} (global step {self.global_step}); "
+                    + (f"the last good checkpoint is {last}" if last.exists() else "no checkpoint was written yet")
                     + ". Lower the learning rate, check the data with `dfine data check`, or disable --use-amp."
                 )
             scaled = loss / accum
@@ -266,10 +263,11 @@ class Trainer:
                     self.iteration_scheduler.step()
                 self.global_step += 1
 
-            reduced = reduce_mean_dict({k: v.detach() for k, v in loss_dict.items()})
-            for key, value in reduced.items():
-                sums[key] = sums.get(key, 0.0) + float(value)
-            total = float(sum(reduced.values()))
+            # terms can differ between ranks (no denoising terms for a batch without boxes): average
+            # only the total over ranks, and log the terms of this rank
+            for key, value in loss_dict.items():
+                sums[key] = sums.get(key, 0.0) + float(value.detach())
+            total = float(reduce_mean_dict({"loss": loss.detach()})["loss"])
             sums["loss"] = sums.get("loss", 0.0) + total
             count += 1
             lr = self.optimizer.param_groups[0]["lr"]
@@ -349,9 +347,7 @@ class Trainer:
             self._save("last.pth")
             self._log(record)
             if opts.early_stopping_patience and self.stale_evaluations >= opts.early_stopping_patience:
-                logger.info(
-                    "early stopping at epoch %d: no AP gain in %d evaluations", epoch, self.stale_evaluations
-                )
+                logger.info("early stopping at epoch %d: no AP gain in %d evaluations", epoch, self.stale_evaluations)
                 break
         summary = {
             "epochs_run": self.last_epoch + 1,
@@ -374,9 +370,7 @@ class Trainer:
                 self.ema.load_state_dict(state["ema"])
         if self.ema is not None:
             self.ema.restart(self.options.ema_restart_decay)
-        logger.info(
-            "stage 2 from epoch %d: EMA decay %.4f", self.last_epoch + 1, self.options.ema_restart_decay
-        )
+        logger.info("stage 2 from epoch %d: EMA decay %.4f", self.last_epoch + 1, self.options.ema_restart_decay)
 
     def _track_best(self, epoch: int, result: EvalResult, stage2: bool) -> None:
         ap = result.stats["AP"]

@@ -137,12 +137,9 @@ class TransformerDecoder(nn.Module):
         self.up = up
         self.reg_scale = reg_scale
         self.layers = nn.ModuleList(
-            [make_layer() for _ in range(eval_idx + 1)]
-            + [make_wide_layer() for _ in range(num_layers - eval_idx - 1)]
+            [make_layer() for _ in range(eval_idx + 1)] + [make_wide_layer() for _ in range(num_layers - eval_idx - 1)]
         )
-        self.lqe_layers = nn.ModuleList(
-            LQE(LQE_TOPK, LQE_HIDDEN, LQE_LAYERS, reg_max) for _ in range(num_layers)
-        )
+        self.lqe_layers = nn.ModuleList(LQE(LQE_TOPK, LQE_HIDDEN, LQE_LAYERS, reg_max) for _ in range(num_layers))
 
     def split_value(
         self, memory: torch.Tensor, spatial_shapes: list[tuple[int, int]], width: int | None = None
@@ -165,9 +162,7 @@ class TransformerDecoder(nn.Module):
             "project", weighting_function(self.reg_max, self.up, self.reg_scale, precise=True), persistent=False
         )
         self.layers = self.layers[: self.eval_idx + 1]
-        self.lqe_layers = nn.ModuleList(
-            [nn.Identity()] * self.eval_idx + [self.lqe_layers[self.eval_idx]]
-        )
+        self.lqe_layers = nn.ModuleList([nn.Identity()] * self.eval_idx + [self.lqe_layers[self.eval_idx]])
 
     def forward(
         self,
@@ -429,9 +424,7 @@ class DFINETransformer(nn.Module):
     @torch.no_grad()
     def convert_to_deploy(self) -> None:
         """Drop the heads that inference never runs (all but ``eval_idx``)."""
-        self.dec_score_head = nn.ModuleList(
-            [nn.Identity()] * self.eval_idx + [self.dec_score_head[self.eval_idx]]
-        )
+        self.dec_score_head = nn.ModuleList([nn.Identity()] * self.eval_idx + [self.dec_score_head[self.eval_idx]])
         self.dec_bbox_head = nn.ModuleList(
             [head if i <= self.eval_idx else nn.Identity() for i, head in enumerate(self.dec_bbox_head)]
         )
@@ -486,9 +479,7 @@ class DFINETransformer(nn.Module):
             content = topk_memory.detach()
         return content, topk_boxes_unact.detach(), encoder_output
 
-    def forward(
-        self, feats: list[torch.Tensor], targets: list[dict[str, torch.Tensor]] | None = None
-    ) -> dict:
+    def forward(self, feats: list[torch.Tensor], targets: list[dict[str, torch.Tensor]] | None = None) -> dict:
         memory, spatial_shapes = self._flatten_memory(feats)
 
         denoising: DenoisingGroup | None = None
@@ -507,6 +498,10 @@ class DFINETransformer(nn.Module):
 
         content, ref_points_unact, encoder_output = self._select_queries(memory, spatial_shapes)
         attn_mask = None
+        if denoising is None and self.training and self.num_denoising > 0:
+            # a batch without boxes has no denoising queries; keep the embedding in the graph (adding 0)
+            # so DistributedDataParallel sees the same parameters used on every rank
+            content = content + 0.0 * self.denoising_class_embed.weight.sum()
         if denoising is not None:
             content = torch.cat([denoising.content, content], dim=1)
             ref_points_unact = torch.cat([denoising.ref_points_unact, ref_points_unact], dim=1)
@@ -535,8 +530,14 @@ class DFINETransformer(nn.Module):
         if denoising is not None:
             split = denoising.num_split
             dn, main = {}, {}
-            for key, dim in (("pre_logits", 1), ("pre_boxes", 1), ("boxes", 2), ("logits", 2),
-                             ("corners", 2), ("refs", 2)):
+            for key, dim in (
+                ("pre_logits", 1),
+                ("pre_boxes", 1),
+                ("boxes", 2),
+                ("logits", 2),
+                ("corners", 2),
+                ("refs", 2),
+            ):
                 dn[key], main[key] = torch.split(dec[key], split, dim=dim)
             dec = main
 

@@ -1,0 +1,96 @@
+"""End-to-end training on a tiny synthetic set: exact resume, evaluation, errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from dfine.cli.train import main as train_main
+from dfine.engine.trainer import NonFiniteLossError
+
+
+def _weights(path):
+    state = torch.load(path, weights_only=True)
+    return state["model"], state["ema"]["module"], state
+
+
+def test_resumed_run_ends_with_identical_weights(tiny_config_file, tmp_path):
+    base = ["-c", str(tiny_config_file), "--seed", "3"]
+    assert train_main([*base, "--output-dir", str(tmp_path / "full")]) == 0
+    assert train_main([*base, "--output-dir", str(tmp_path / "part"), "-u", "epoches=1"]) == 0
+    assert train_main([*base, "--output-dir", str(tmp_path / "part"), "-r", str(tmp_path / "part" / "last.pth")]) == 0
+    full_model, full_ema, full_state = _weights(tmp_path / "full" / "last.pth")
+    part_model, part_ema, part_state = _weights(tmp_path / "part" / "last.pth")
+    assert full_state["last_epoch"] == part_state["last_epoch"] == 1
+    for key in full_model:
+        assert torch.equal(full_model[key], part_model[key]), key
+        assert torch.equal(full_ema[key], part_ema[key]), key
+    # the official checkpoint layout, plus metadata that travels with every checkpoint
+    for entry in ("model", "ema", "optimizer", "lr_scheduler", "lr_warmup_scheduler", "last_epoch", "date"):
+        assert entry in full_state
+    assert full_state["dfine"]["class_names"] == ["circle", "square", "triangle", "star", "cross"]
+    log = [json.loads(line) for line in (tmp_path / "full" / "log.txt").read_text().splitlines()]
+    assert [r["epoch"] for r in log] == [0, 1] and len(log[-1]["test_coco_eval_bbox"]) == 12
+    for name in ("best_stg1.pth", "best.pth", "checkpoint0000.pth", "config.yml", "summary.json"):
+        assert (tmp_path / "full" / name).exists(), name
+    best = torch.load(tmp_path / "full" / "best.pth", weights_only=True)
+    assert "optimizer" not in best and "model" in best  # weights-only deployment file
+
+
+def test_test_only_evaluates_a_checkpoint(tiny_config_file, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert train_main(["-c", str(tiny_config_file), "-u", "epoches=1", "--output-dir", str(run)]) == 0
+    capsys.readouterr()
+    out = tmp_path / "eval"
+    assert train_main(["-c", str(tiny_config_file), "-r", str(run / "last.pth"), "--test-only",
+                       "--output-dir", str(out)]) == 0  # fmt: skip
+    printed = capsys.readouterr().out
+    assert "Average Precision  (AP) @[ IoU=0.50:0.95 | area=   all | maxDets=100 ]" in printed
+    assert (out / "predictions.json").exists()
+
+
+def test_test_only_needs_a_checkpoint(tiny_config_file, capsys):
+    assert train_main(["-c", str(tiny_config_file), "--test-only"]) == 2
+    assert "needs the checkpoint" in capsys.readouterr().err
+
+
+def test_resume_from_another_size_is_refused(tiny_config_file, tmp_path, capsys):
+    import dfine
+
+    bad = tmp_path / "s.pth"
+    torch.save({"model": dfine.build_model("s").state_dict(), "last_epoch": 0}, bad)
+    assert train_main(["-c", str(tiny_config_file), "-r", str(bad), "--output-dir", str(tmp_path / "x")]) == 2
+    assert "does not match this config" in capsys.readouterr().err
+
+
+def test_non_finite_loss_names_step_and_checkpoint(tiny_config_file, tmp_path, monkeypatch):
+    from dfine.losses.criterion import DFINECriterion
+
+    original = DFINECriterion.forward
+
+    def poisoned(self, outputs, targets, **kwargs):
+        losses = original(self, outputs, targets, **kwargs)
+        losses["loss_vfl"] = losses["loss_vfl"] * float("nan")
+        return losses
+
+    monkeypatch.setattr(DFINECriterion, "forward", poisoned)
+    monkeypatch.setattr("dfine.losses.criterion.torch.nan_to_num", lambda x, nan=0.0: x)
+    with pytest.raises(NonFiniteLossError, match=r"epoch 0, step 0.*no checkpoint was written yet"):
+        train_main(["-c", str(tiny_config_file), "--output-dir", str(tmp_path / "nan")])
+
+
+def test_nan_predictions_stop_the_run(tiny_config_file, tmp_path, monkeypatch):
+    from dfine.model.decoder import DFINETransformer
+
+    original = DFINETransformer.forward
+
+    def poisoned(self, feats, targets=None):
+        out = original(self, feats, targets)
+        out["pred_boxes"] = out["pred_boxes"] * float("nan")
+        return out
+
+    monkeypatch.setattr(DFINETransformer, "forward", poisoned)
+    with pytest.raises(NonFiniteLossError, match=r"predictions became NaN/inf at epoch 0, step 0"):
+        train_main(["-c", str(tiny_config_file), "--output-dir", str(tmp_path / "nan")])
