@@ -142,7 +142,6 @@ def test_official_coco_configs_build_the_official_model(size, fixtures_dir):
     import json
 
     from dfine.model.dfine import DFINE
-
     from tests.conftest import REPO_ROOT
 
     cfg = load_train_config(REPO_ROOT / "configs" / "dfine" / f"dfine_hgnetv2_{size}_coco.yml")

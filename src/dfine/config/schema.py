@@ -161,8 +161,8 @@ _RUNTIME_TOP = {
     "summary_dir", "checkpoint_freq", "sync_bn", "find_unused_parameters", "use_amp", "use_ema", "ema",
     "epoches", "epochs", "clip_max_norm", "optimizer", "lr_scheduler", "lr_warmup_scheduler", "lrsheduler",
     "lr_gamma", "warmup_iter", "flat_epoch", "no_aug_epoch", "use_focal_loss", "eval_spatial_size",
-    "HGNetv2", "HybridEncoder", "DFINETransformer", "PostProcessor", "DFINEPostProcessor", "DFINECriterion", "seed", "device",
-    "grad_accum_steps", "early_stopping_patience", "eval_freq", "resume", "tuning", "test_only",
+    "HGNetv2", "HybridEncoder", "DFINETransformer", "PostProcessor", "DFINEPostProcessor", "DFINECriterion",
+    "seed", "device", "grad_accum_steps", "early_stopping_patience", "eval_freq", "resume", "tuning", "test_only",
 }  # fmt: skip
 
 
