@@ -18,7 +18,7 @@ from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 
 from ..config.schema import LoaderConfig, TrainConfig
-from ..data.coco import CategoryMap, CocoDetection
+from ..data.coco import CategoryMap, CocoDetection, read_coco_json
 from ..data.collate import BatchImageCollateFunction, batch_image_collate
 from ..data.from_config import build_pipeline, build_schedule
 from ..data.transforms import train_transforms, val_transforms
@@ -65,6 +65,8 @@ def _dataset(cfg: TrainConfig, loader: LoaderConfig, train: bool, category_map: 
         transforms = build_pipeline(data.ops, schedule, f"{where}.transforms")
     else:
         transforms = train_transforms(size, schedule) if train else val_transforms(size)
+    if category_map is None and not cfg.remap_mscoco_category:
+        category_map = _label_map(cfg, data.ann_file)
     dataset = CocoDetection(
         data.img_folder,
         data.ann_file,
@@ -74,6 +76,19 @@ def _dataset(cfg: TrainConfig, loader: LoaderConfig, train: bool, category_map: 
     )
     dataset.schedule = schedule
     return dataset
+
+
+def _label_map(cfg: TrainConfig, ann_file: str) -> CategoryMap | None:
+    """Contiguous labels by default; label == category id when the config's ``num_classes`` is the
+    largest id + 1 (the official Objects365 setting: ids 1..365, ``num_classes: 366``)."""
+    categories = read_coco_json(ann_file).get("categories", [])
+    if not categories:
+        return None
+    contiguous = CategoryMap.from_categories(categories)
+    largest = max(int(c["id"]) for c in categories)
+    if contiguous.num_classes != cfg.model.num_classes and largest + 1 == cfg.model.num_classes:
+        return CategoryMap.identity(categories)
+    return contiguous
 
 
 def _loader(dataset: CocoDetection, loader: LoaderConfig, train: bool, seed: int) -> DataLoader:

@@ -1,0 +1,235 @@
+"""Image loading for inference: files, folders, PIL images, numpy arrays and tensors to 8-bit RGB.
+
+Every input becomes an RGB ``PIL.Image`` with 8 bits per channel, the form the official inference
+(``tools/inference/torch_inf.py``: ``Image.open(f).convert("RGB")``) feeds to the model. The rules:
+
+* Files get their EXIF orientation applied (``ImageOps.exif_transpose``), so boxes match the image
+  as a viewer shows it. PIL images passed in are transposed the same way (a no-op when already done).
+* Alpha (RGBA, LA, PA, palette transparency) is dropped: the stored colour values are kept, not
+  composited over a background, the same as ``convert("RGB")`` in the official loader.
+* Grayscale (1, L, LA) is repeated over three channels; palette (P) and CMYK use PIL's conversion.
+* 16-bit data (PIL ``I;16*`` / ``I`` modes, uint16 arrays) is scaled linearly, 0..65535 to 0..255
+  (``round(v / 257)``), not clipped at 255. PIL's 32-bit ``I`` mode is read as 16-bit, since that is
+  how PIL opens 16-bit PNG and TIFF files; values outside 0..65535 are clipped.
+* Float data must lie in [0, 1] and is rounded to 0..255.
+* Arrays are RGB(A) in ``HxW`` / ``HxWxC`` layout; tensors are ``CxHxW`` (or ``HxWxC`` / ``HxW``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import torchvision.transforms.functional as TF
+from PIL import Image, ImageOps, UnidentifiedImageError
+from torchvision.transforms import InterpolationMode
+
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "ImageInput",
+    "list_images",
+    "expand_sources",
+    "load_image",
+    "to_rgb",
+    "array_to_image",
+    "tensor_to_image",
+    "to_model_input",
+]
+
+# Extensions that PIL both reads and writes with its standard wheels (annotated copies are saved
+# under the source's own name).
+IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+
+ImageInput = str | Path | Image.Image | np.ndarray | torch.Tensor
+
+_UINT16_TO_UINT8 = 65535 / 255  # = 257: maps 0..65535 linearly onto 0..255
+_CHANNEL_COUNTS = (1, 2, 3, 4)  # gray, gray+alpha, RGB, RGBA
+_ARRAY_HELP = (
+    "expected HxW (gray), HxWx1, HxWx2 (gray+alpha), HxWx3 (RGB) or HxWx4 (RGBA); "
+    "for a CxHxW array use array.transpose(1, 2, 0), for OpenCV's BGR use array[..., ::-1]"
+)
+
+
+def list_images(folder: str | Path) -> list[Path]:
+    """The image files directly inside ``folder``, sorted by name.
+
+    Files count as images by extension (:data:`IMAGE_EXTENSIONS`, any letter case); sub-folders are
+    not searched.
+
+    Raises:
+        FileNotFoundError: ``folder`` does not exist.
+        ValueError: ``folder`` is not a folder, or holds no image files.
+    """
+    folder = Path(folder)
+    if not folder.exists():
+        raise FileNotFoundError(f"folder not found: {folder}")
+    if not folder.is_dir():
+        raise ValueError(f"{folder} is not a folder; pass a folder of images or one image file")
+    paths = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+    if not paths:
+        raise ValueError(
+            f"no images found in {folder} (looked for {', '.join(IMAGE_EXTENSIONS)}, any case, "
+            "not in sub-folders); point to the folder that holds the image files"
+        )
+    return paths
+
+
+def expand_sources(source: ImageInput | Sequence[ImageInput]) -> list[ImageInput]:
+    """One entry per image: folders become their sorted image files, lists are flattened.
+
+    A 4-D tensor ``[B, C, H, W]`` is split into its ``B`` images. Paths are checked here, so a
+    missing file fails before any image is processed.
+
+    Raises:
+        FileNotFoundError: a path that does not exist.
+        ValueError: an empty list or a folder without images.
+    """
+    if isinstance(source, (list, tuple)):
+        items = [item for entry in source for item in expand_sources(entry)]
+        if not items:
+            raise ValueError("no images given: the source list is empty")
+        return items
+    if isinstance(source, (str, Path)):
+        path = Path(source)
+        if path.is_dir():
+            return list(list_images(path))
+        if not path.exists():
+            raise FileNotFoundError(f"image not found: {path}")
+        return [path]
+    if isinstance(source, torch.Tensor) and source.ndim == 4:
+        return list(source)
+    return [source]
+
+
+def load_image(source: ImageInput) -> Image.Image:
+    """An 8-bit RGB PIL image from a path, PIL image, numpy array or tensor (rules: module docstring).
+
+    Raises:
+        FileNotFoundError: a path that does not exist.
+        ValueError: a file that cannot be decoded, or an array/tensor of unsupported shape or values.
+        TypeError: any other kind of input.
+    """
+    if isinstance(source, (str, Path)):
+        return _open(Path(source))
+    if isinstance(source, Image.Image):
+        return to_rgb(ImageOps.exif_transpose(source))
+    if isinstance(source, np.ndarray):
+        return array_to_image(source)
+    if isinstance(source, torch.Tensor):
+        return tensor_to_image(source)
+    raise TypeError(
+        f"cannot read an image from {type(source).__name__}; pass a file path, a folder, a PIL image, "
+        "a numpy array or a torch tensor"
+    )
+
+
+def _open(path: Path) -> Image.Image:
+    """Decode a file fully (so truncated files fail here) and apply its EXIF orientation."""
+    if not path.exists():
+        raise FileNotFoundError(f"image not found: {path}")
+    if path.is_dir():
+        raise ValueError(f"{path} is a folder; pass an image file (a folder is read with list_images)")
+    try:
+        with Image.open(path) as image:
+            image.load()
+            upright = ImageOps.exif_transpose(image)  # a copy, so it outlives the open file
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        raise ValueError(
+            f"{path}: cannot be decoded as an image ({err}); check that it is a complete image file "
+            f"({', '.join(IMAGE_EXTENSIONS)}) and re-export it, or remove it from the input"
+        ) from None
+    try:
+        return to_rgb(upright)
+    except ValueError as err:
+        raise ValueError(f"{path}: {err}") from None
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """``image`` as 8-bit RGB: 16-bit modes scaled, alpha dropped, gray/palette/CMYK converted."""
+    if image.mode == "RGB":
+        return image
+    if image.mode.startswith("I"):  # I;16, I;16B, ... and PIL's 32-bit "I" (how 16-bit files open)
+        return array_to_image(np.clip(np.asarray(image), 0, 65535).astype(np.uint16))
+    if image.mode == "F":  # 32-bit float: the [0, 1] rule
+        return array_to_image(np.asarray(image))
+    if image.mode in ("P", "PA"):
+        # palette transparency must go through RGBA (PIL refuses P -> RGB for byte transparency)
+        image = image.convert("RGBA")
+    try:
+        return image.convert("RGB")
+    except ValueError as err:
+        raise ValueError(
+            f"cannot convert a {image.mode} image to RGB ({err}); save it as RGB first"
+        ) from None
+
+
+def _to_uint8(array: np.ndarray) -> np.ndarray:
+    """Pixel values as uint8: uint16 scaled from 0..65535, floats from [0, 1], bool to 0/255."""
+    kind, nbytes = array.dtype.kind, array.dtype.itemsize
+    if kind == "u" and nbytes == 1:
+        return array.astype(np.uint8, copy=False)
+    if kind == "b":
+        return array.astype(np.uint8) * 255
+    if kind == "u" and nbytes == 2:  # any byte order (PIL's I;16B gives big-endian)
+        return np.round(array / _UINT16_TO_UINT8).astype(np.uint8)
+    if kind == "f":
+        low, high = float(np.min(array)), float(np.max(array))
+        if not (np.isfinite(low) and np.isfinite(high)) or low < 0.0 or high > 1.0:
+            raise ValueError(
+                f"float image values must lie in [0, 1], found {low:g}..{high:g}; "
+                "divide 0..255 data by 255 (or pass it as uint8)"
+            )
+        return np.round(array.astype(np.float32) * 255).astype(np.uint8)
+    raise ValueError(
+        f"unsupported image dtype {array.dtype}; pass uint8 (0..255), uint16 (0..65535) or float in [0, 1]"
+    )
+
+
+def array_to_image(array: np.ndarray) -> Image.Image:
+    """An RGB PIL image from an ``HxW`` or ``HxWxC`` array (C = 1, 2, 3, 4; RGB order, alpha dropped)."""
+    if array.ndim == 3 and array.shape[2] in _CHANNEL_COUNTS:
+        # gray(+alpha) keeps channel 0, RGB(A) keeps channels 0..2
+        array = array[:, :, :1] if array.shape[2] <= 2 else array[:, :, :3]
+    elif array.ndim == 2:
+        array = array[:, :, None]
+    else:
+        raise ValueError(f"unsupported image array shape {tuple(array.shape)}; {_ARRAY_HELP}")
+    if array.shape[0] == 0 or array.shape[1] == 0:
+        raise ValueError(f"empty image array of shape {tuple(array.shape)}")
+    rgb = np.broadcast_to(_to_uint8(array), (*array.shape[:2], 3))
+    return Image.fromarray(np.ascontiguousarray(rgb))
+
+
+def tensor_to_image(tensor: torch.Tensor) -> Image.Image:
+    """An RGB PIL image from a ``CxHxW`` (preferred when ambiguous), ``HxWxC`` or ``HxW`` tensor.
+
+    uint8 tensors hold 0..255, floating tensors [0, 1]; C = 1, 2, 3, 4 as in :func:`array_to_image`.
+    """
+    tensor = tensor.detach().cpu()
+    if tensor.is_floating_point():
+        tensor = tensor.float()  # numpy has no bfloat16
+    if tensor.ndim == 3 and tensor.shape[0] in _CHANNEL_COUNTS:
+        tensor = tensor.permute(1, 2, 0)
+    elif not (tensor.ndim == 2 or (tensor.ndim == 3 and tensor.shape[2] in _CHANNEL_COUNTS)):
+        raise ValueError(
+            f"unsupported image tensor shape {list(tensor.shape)}; expected [C, H, W], [H, W, C] or [H, W] "
+            "with C = 1, 2, 3 or 4 (a batch [B, C, H, W] is split into images by DFINE.predict)"
+        )
+    return array_to_image(tensor.numpy())
+
+
+def to_model_input(images: Sequence[Image.Image], image_size: int) -> torch.Tensor:
+    """Batch RGB images for the model as the official inference does: no letterbox, squash-resize.
+
+    Each image is resized to ``image_size x image_size`` (PIL bilinear, i.e. ``T.Resize``) and turned
+    into float in [0, 1] (``T.ToTensor``).
+
+    Returns:
+        ``[B, 3, image_size, image_size]`` float32.
+    """
+    size = [image_size, image_size]
+    return torch.stack(
+        [TF.to_tensor(TF.resize(image, size, interpolation=InterpolationMode.BILINEAR)) for image in images]
+    )

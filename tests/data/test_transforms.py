@@ -1,0 +1,157 @@
+"""Transforms: the official op lists, the few custom ops, Mosaic, and the schedule inside the compose."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from PIL import Image
+from torchvision import tv_tensors
+from torchvision.transforms import v2
+
+from dfine.data.coco import CocoDetection
+from dfine.data.schedule import AugmentationSchedule
+from dfine.data.transforms import (
+    ConvertBoxes,
+    ConvertPILImage,
+    DetectionCompose,
+    Mosaic,
+    RandomIoUCrop,
+    sanitize_boxes,
+    train_transforms,
+    val_transforms,
+)
+
+from .coco_helpers import ann, cats
+
+OFFICIAL_TRAIN_OPS = [
+    "RandomPhotometricDistort",
+    "RandomZoomOut",
+    "RandomIoUCrop",
+    "SanitizeBoundingBoxes",
+    "RandomHorizontalFlip",
+    "Resize",
+    "SanitizeBoundingBoxes",
+    "ConvertPILImage",
+    "ConvertBoxes",
+]
+
+
+def _sample(w: int = 80, h: int = 60) -> tuple[Image.Image, dict]:
+    boxes = tv_tensors.BoundingBoxes([[8, 6, 40, 30], [50, 10, 70, 50]], format="XYXY", canvas_size=(h, w))
+    target = {
+        "boxes": boxes,
+        "labels": torch.tensor([0, 1]),
+        "area": torch.tensor([768.0, 800.0]),
+        "iscrowd": torch.zeros(2, dtype=torch.int64),
+        "image_id": torch.tensor(3),
+        "orig_size": torch.tensor([w, h]),
+    }
+    return Image.new("RGB", (w, h), (100, 50, 25)), target
+
+
+def test_official_train_pipeline_order_and_values():
+    pipeline = train_transforms()
+    assert pipeline.names == OFFICIAL_TRAIN_OPS
+    ops = pipeline.transforms
+    assert ops[0].p == 0.5 and ops[1].fill == 0
+    assert ops[2].p == 0.8
+    assert ops[3].min_size == 1 and ops[6].min_size == 1
+    assert ops[5].size == [640, 640]
+    assert ops[7].dtype == torch.float32 and ops[7].scale
+    assert ops[8].fmt == "CXCYWH" and ops[8].normalize
+    assert all(type(op).__module__.startswith("torchvision") for i, op in enumerate(ops) if i not in (2, 7, 8))
+    assert train_transforms(mosaic=Mosaic()).names == ["Mosaic", *OFFICIAL_TRAIN_OPS]
+
+
+def test_val_pipeline_is_resize_then_convert():
+    image, target = _sample()
+    pipeline = val_transforms()
+    assert pipeline.names == ["Resize", "ConvertPILImage"]
+    out, out_target = pipeline(image, target)
+    assert out.shape == (3, 640, 640) and out.dtype == torch.float32
+    torch.testing.assert_close(out[:, 0, 0], torch.tensor([100, 50, 25]) / 255.0)
+    assert out_target["boxes"].format == tv_tensors.BoundingBoxFormat.XYXY  # val keeps absolute xyxy
+
+
+def test_convert_boxes_normalizes_cxcywh_and_stays_a_tv_tensor():
+    image, target = _sample(80, 60)
+    _, out = ConvertBoxes("cxcywh", normalize=True)(image, target)
+    boxes = out["boxes"]
+    assert isinstance(boxes, tv_tensors.BoundingBoxes) and boxes.format == tv_tensors.BoundingBoxFormat.CXCYWH
+    expected = torch.tensor([[24 / 80, 18 / 60, 32 / 80, 24 / 60], [60 / 80, 30 / 60, 20 / 80, 40 / 60]])
+    torch.testing.assert_close(boxes.as_subclass(torch.Tensor), expected)
+    assert out["image_id"].item() == 3 and out["orig_size"].tolist() == [80, 60]  # untouched
+
+
+def test_convert_pil_image_dtype_and_scale():
+    image, target = _sample()
+    out, _ = ConvertPILImage("float32", scale=True)(image, target)
+    assert isinstance(out, tv_tensors.Image) and out.dtype == torch.float32 and out.max() <= 1.0
+    out, _ = ConvertPILImage(torch.uint8, scale=False)(image, target)
+    assert out.dtype == torch.uint8 and out[0, 0, 0].item() == 100
+    with pytest.raises(ValueError, match="not a torch dtype"):
+        ConvertPILImage("floaty")
+
+
+def test_random_iou_crop_probability():
+    image, target = _sample()
+    out_image, out_target = RandomIoUCrop(p=0.0)(image, target)
+    assert out_image is image and out_target is target
+    with pytest.raises(ValueError, match="p must be in"):
+        RandomIoUCrop(p=1.5)
+
+
+def test_sanitize_filters_area_and_iscrowd_with_the_boxes():
+    image, target = _sample()
+    target["boxes"] = tv_tensors.BoundingBoxes(
+        [[8, 6, 40, 30], [50, 10, 50.5, 50]], format="XYXY", canvas_size=(60, 80)
+    )
+    _, out = sanitize_boxes(min_size=1)(image, target)
+    assert out["boxes"].shape[0] == 1
+    assert out["labels"].tolist() == [0] and out["area"].tolist() == [768.0] and out["iscrowd"].tolist() == [0]
+
+
+def test_compose_skips_the_ops_the_schedule_switches_off():
+    calls: list[str] = []
+
+    class RandomZoomOut:  # named like the official op the policy stops
+        def __call__(self, image, target):
+            calls.append("zoom")
+            return image, target
+
+    schedule = AugmentationSchedule(stop_epoch=2)
+    compose = DetectionCompose([RandomZoomOut(), v2.RandomHorizontalFlip(p=0.0)], schedule)
+    image, target = _sample()
+    compose(image, target)
+    schedule.set_epoch(2)
+    compose(image, target)
+    assert calls == ["zoom"]
+    assert compose.active_names() == ["RandomHorizontalFlip"]
+    assert compose.active_names(epoch=1) == ["RandomZoomOut", "RandomHorizontalFlip"]
+
+
+def test_mosaic_tiles_four_images_and_keeps_boxes_aligned(make_coco):
+    anns = [ann(k, k, 1, [8, 8, 24, 16]) for k in (1, 2, 3, 4)]
+    images = [(k, f"{k}.png", 64, 48) for k in (1, 2, 3, 4)]
+    folder, ann_file = make_coco(images, anns, cats((1, "a")))
+    mosaic = Mosaic(size=32, degrees=0, translate=(0, 0), scale=(1, 1))
+    ds = CocoDetection(folder, ann_file, DetectionCompose([mosaic]))
+    torch.manual_seed(0)
+    image, target = ds[0]
+    assert isinstance(image, tv_tensors.Image) and image.shape == (3, 64, 64)
+    boxes = target["boxes"].as_subclass(torch.Tensor)
+    assert boxes.shape == (4, 4) and target["labels"].tolist() == [0, 0, 0, 0]
+    assert target["area"].shape == (4,) and target["iscrowd"].shape == (4,)
+    # each 64x48 image fits a 32x24 cell; its box [8, 8, 32, 24] halves to [4, 4, 16, 12] in the cell
+    cells = {(float(b[0]) // 32, float(b[1]) // 32) for b in boxes}
+    assert cells == {(0, 0), (1, 0), (0, 1), (1, 1)}
+    widths, heights = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
+    torch.testing.assert_close(widths, torch.full((4,), 12.0))
+    torch.testing.assert_close(heights, torch.full((4,), 8.0))
+    assert target["image_id"].item() == 1
+
+
+def test_mosaic_needs_the_dataset():
+    image, target = _sample()
+    with pytest.raises(ValueError, match="needs the dataset"):
+        Mosaic()(image, target)
