@@ -62,9 +62,7 @@ def build_criterion(num_classes: int = 80, **overrides: Any) -> DFINECriterion:
     allowed = {"losses", "alpha", "gamma", "reg_max"}
     unknown = sorted(set(overrides) - allowed)
     if unknown:
-        raise ValueError(
-            f"unknown criterion option {unknown[0]!r}; valid: weight_dict, matcher, {sorted(allowed)}"
-        )
+        raise ValueError(f"unknown criterion option {unknown[0]!r}; valid: weight_dict, matcher, {sorted(allowed)}")
     if "losses" in overrides:
         overrides["losses"] = tuple(overrides["losses"])
     try:
@@ -72,3 +70,24 @@ def build_criterion(num_classes: int = 80, **overrides: Any) -> DFINECriterion:
     except TypeError as err:
         raise ValueError(f"bad matcher option: {err}") from None
     return DFINECriterion(matcher=matcher, weights=weights, num_classes=num_classes, **overrides)
+
+
+# High-level inference, image loading and model summaries (after build_model: they use the subpackages).
+from .config.yaml_model import load_model_config  # noqa: E402
+from .data.images import list_images, load_image  # noqa: E402
+from .model.summary import ModelSummary, count_flops, count_parameters, summarize  # noqa: E402
+from .predictor import DFINE, Prediction, RandomWeightsWarning, infer_model_size  # noqa: E402
+
+__all__ += [
+    "DFINE",
+    "ModelSummary",
+    "Prediction",
+    "RandomWeightsWarning",
+    "count_flops",
+    "count_parameters",
+    "infer_model_size",
+    "list_images",
+    "load_image",
+    "load_model_config",
+    "summarize",
+]

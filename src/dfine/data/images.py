@@ -160,9 +160,7 @@ def to_rgb(image: Image.Image) -> Image.Image:
     try:
         return image.convert("RGB")
     except ValueError as err:
-        raise ValueError(
-            f"cannot convert a {image.mode} image to RGB ({err}); save it as RGB first"
-        ) from None
+        raise ValueError(f"cannot convert a {image.mode} image to RGB ({err}); save it as RGB first") from None
 
 
 def _to_uint8(array: np.ndarray) -> np.ndarray:
