@@ -13,8 +13,8 @@ from torchvision.ops import clip_boxes_to_image
 
 import dfine
 from dfine.data.coco_classes import COCO_CLASS_NAMES
-from dfine.engine.checkpoint import CheckpointError
-from dfine.predictor import RandomWeightsWarning, infer_model_size, resolve_device
+from dfine.engine.checkpoint import CheckpointError, infer_model_size
+from dfine.predictor import RandomWeightsWarning, resolve_device
 
 # The conditioned official N weights score at most ~0.1 on noise images: a low threshold keeps some.
 LOW_CONF = 0.05

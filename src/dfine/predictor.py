@@ -10,7 +10,7 @@ come back in original-image pixels. Image decoding rules (EXIF, alpha, 16-bit, .
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,7 +21,7 @@ from torchvision.ops import clip_boxes_to_image
 from .config.presets import MODEL_PRESETS, model_config
 from .data.coco_classes import COCO_CLASS_NAMES
 from .data.images import ImageInput, expand_sources, load_image, to_model_input
-from .engine.checkpoint import CheckpointError, extract_state_dict, load_checkpoint, read_checkpoint
+from .engine.checkpoint import CheckpointError, extract_state_dict, infer_model_size, load_checkpoint, read_checkpoint
 from .model.dfine import DFINE as DFINEModel
 from .model.postprocess import PostProcessor
 
@@ -53,32 +53,6 @@ def default_class_names(num_classes: int) -> list[str]:
     if num_classes == len(COCO_CLASS_NAMES):
         return list(COCO_CLASS_NAMES)
     return [f"class_{i}" for i in range(num_classes)]
-
-
-def infer_model_size(state_dict: Mapping[str, torch.Tensor]) -> str | None:
-    """The preset size (n, s, m, l, x) whose layout a checkpoint-layout state_dict has, or None.
-
-    Compared with each preset: the encoder's input channels and hidden width (from the
-    ``encoder.input_proj.{i}.conv.weight`` shapes) and the number of decoder layers. The class count
-    does not matter.
-    """
-    projections = []
-    while (key := f"encoder.input_proj.{len(projections)}.conv.weight") in state_dict:
-        projections.append(state_dict[key])
-    if not projections:
-        return None
-    in_channels = tuple(int(weight.shape[1]) for weight in projections)
-    hidden_dim = int(projections[0].shape[0])
-    prefix = "decoder.decoder.layers."
-    num_layers = len({key[len(prefix) :].split(".")[0] for key in state_dict if key.startswith(prefix)})
-    for size, cfg in MODEL_PRESETS.items():
-        if (cfg.encoder.in_channels, cfg.encoder.hidden_dim, cfg.decoder.num_layers) == (
-            in_channels,
-            hidden_dim,
-            num_layers,
-        ):
-            return size
-    return None
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:

@@ -24,9 +24,10 @@ from ..config.presets import available_sizes, model_config
 from ..config.yaml_model import load_model_config
 from ..data.coco_classes import COCO_CATEGORY_IDS, COCO_CLASS_NAMES
 from ..data.images import expand_sources
+from ..engine.checkpoint import infer_model_size
 from ..model.dfine import DFINE as DFINEModel
 from ..model.summary import ModelSummary, summarize
-from ..predictor import DFINE, Prediction, RandomWeightsWarning, infer_model_size
+from ..predictor import DFINE, Prediction, RandomWeightsWarning
 
 __all__ = ["main"]
 

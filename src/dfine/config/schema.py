@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from ..engine.optim import ParamGroupSpec
-from .presets import BackboneConfig, DecoderConfig, EncoderConfig, ModelConfig
+from .presets import ModelConfig
 from .yaml_config import ConfigError, apply_overrides, as_number, load_yaml_config
+from .yaml_model import model_config_from_dict
 
 __all__ = [
     "TrainConfig",
@@ -222,27 +223,17 @@ def _dataclass_from(reader: _Reader, cls, values: dict[str, Any], where: str, ig
 
 
 def _model_config(reader: _Reader, raw: dict[str, Any]) -> tuple[ModelConfig, bool, str]:
-    backbone = dict(reader.section(raw, "HGNetv2"))
-    pretrained = bool(backbone.pop("pretrained", False))
-    local_dir = str(backbone.pop("local_model_dir", "weight/hgnetv2/"))
-    encoder = dict(reader.section(raw, "HybridEncoder"))
-    decoder = dict(reader.section(raw, "DFINETransformer"))
-    shared_size = raw.get("eval_spatial_size")
-    if shared_size is not None:
-        encoder.setdefault("eval_spatial_size", shared_size)
-        decoder.setdefault("eval_spatial_size", shared_size)
-    for section in (encoder, decoder):
-        if section.get("eval_spatial_size") is not None:
-            section["eval_spatial_size"] = tuple(section["eval_spatial_size"])
-    decoder.pop("num_classes", None)
-    num_classes = reader.typed(raw.get("num_classes", 80), int, "num_classes")
-    model = ModelConfig(
-        backbone=_dataclass_from(reader, BackboneConfig, backbone, "HGNetv2"),
-        encoder=_dataclass_from(reader, EncoderConfig, encoder, "HybridEncoder"),
-        decoder=_dataclass_from(reader, DecoderConfig, decoder, "DFINETransformer"),
-        num_classes=num_classes,
-    )
-    return model, pretrained, local_dir
+    """The model (via :func:`~dfine.config.yaml_model.model_config_from_dict`) and the backbone's
+    pretrained-weight settings."""
+    backbone = reader.section(raw, "HGNetv2")
+    reader.typed(raw.get("num_classes", 80), int, "num_classes")
+    try:
+        model = model_config_from_dict(raw, reader.source)
+    except ConfigError:
+        raise
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    return model, bool(backbone.get("pretrained", False)), str(backbone.get("local_model_dir", "weight/hgnetv2/"))
 
 
 def _loader_config(reader: _Reader, raw: dict[str, Any], key: str, train: bool) -> LoaderConfig:

@@ -23,7 +23,7 @@ from typing import Any
 from .presets import MODEL_PRESETS, BackboneConfig, DecoderConfig, EncoderConfig, ModelConfig, model_config
 from .yaml_config import as_number, load_yaml_config
 
-__all__ = ["preset_for_yaml", "load_model_config"]
+__all__ = ["preset_for_yaml", "load_model_config", "model_config_from_dict"]
 
 # YAML section -> (model_config keyword, config dataclass)
 _SECTIONS: dict[str, tuple[str, type]] = {
@@ -88,8 +88,12 @@ def load_model_config(path: str | Path) -> ModelConfig:
             ``HGNetv2`` / ``HybridEncoder`` / ``DFINETransformer`` (the message names the file, the
             key and the closest valid key).
     """
+    return model_config_from_dict(load_yaml_config(path), Path(path))
+
+
+def model_config_from_dict(merged: dict[str, Any], path: str | Path = "<config>") -> ModelConfig:
+    """The :class:`ModelConfig` of an already merged config dict (see :func:`load_model_config`)."""
     path = Path(path)
-    merged = load_yaml_config(path)
     sections = {keyword: _section_overrides(merged, section, path) for section, (keyword, _) in _SECTIONS.items()}
     num_classes = sections["decoder"].pop("num_classes", merged.get("num_classes", 80))
     eval_spatial_size = merged.get("eval_spatial_size")

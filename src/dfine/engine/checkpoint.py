@@ -10,12 +10,15 @@ from __future__ import annotations
 import os
 import pickle
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
+
+from ..config.presets import MODEL_PRESETS
 
 __all__ = [
     "CheckpointError",
@@ -24,6 +27,7 @@ __all__ = [
     "extract_state_dict",
     "load_checkpoint",
     "save_atomic",
+    "infer_model_size",
 ]
 
 
@@ -115,16 +119,36 @@ def extract_state_dict(checkpoint: Any, path: str | Path = "<checkpoint>") -> tu
     return state, source
 
 
+def infer_model_size(state_dict: Mapping[str, torch.Tensor]) -> str | None:
+    """The preset size (n, s, m, l, x) whose layout a checkpoint-layout state_dict has, or None.
+
+    Compared with each preset: the encoder's input channels and hidden width (from the
+    ``encoder.input_proj.{i}.conv.weight`` shapes) and the number of decoder layers. The class count
+    does not matter.
+    """
+    projections = []
+    while (key := f"encoder.input_proj.{len(projections)}.conv.weight") in state_dict:
+        projections.append(state_dict[key])
+    if not projections:
+        return None
+    in_channels = tuple(int(weight.shape[1]) for weight in projections)
+    hidden_dim = int(projections[0].shape[0])
+    prefix = "decoder.decoder.layers."
+    num_layers = len({key[len(prefix) :].split(".")[0] for key in state_dict if key.startswith(prefix)})
+    for size, cfg in MODEL_PRESETS.items():
+        if (cfg.encoder.in_channels, cfg.encoder.hidden_dim, cfg.decoder.num_layers) == (
+            in_channels,
+            hidden_dim,
+            num_layers,
+        ):
+            return size
+    return None
+
+
 def _size_hint(state: dict[str, torch.Tensor]) -> str:
     """A guess at the D-FINE size a state_dict belongs to, for error messages."""
-    stem = state.get("backbone.stem.stem1.conv.weight")
-    enc = state.get("encoder.input_proj.0.conv.weight")
-    layers = {k.split(".")[3] for k in state if k.startswith("decoder.decoder.layers.")}
-    if stem is None or enc is None:
-        return ""
-    signature = (stem.shape[0], enc.shape[0], len(layers))
-    sizes = {(16, 128, 3): "N", (16, 256, 3): "S", (24, 256, 4): "M", (32, 256, 6): "L", (32, 384, 6): "X"}
-    return f" The checkpoint looks like D-FINE-{sizes[signature]}." if signature in sizes else ""
+    size = infer_model_size(state)
+    return f" The checkpoint looks like D-FINE-{size.upper()}." if size else ""
 
 
 def load_checkpoint(model: nn.Module, path: str | Path, strict: bool = True) -> LoadReport:
