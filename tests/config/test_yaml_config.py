@@ -71,7 +71,8 @@ def test_input_size_override_sets_every_dependent_value():
 def test_unknown_keys_suggest_the_closest(tmp_path):
     path = _write(tmp_path / "bad.yml", {"epoches": 3, "HybridEncoder": {"hiden_dim": 128}})
     with pytest.raises(
-        ConfigError, match=r"bad.yml \(or one of its includes\): unknown key HybridEncoder.hiden_dim; did you mean 'hidden_dim'"
+        ConfigError,
+        match=r"bad.yml \(or one of its includes\): unknown key HybridEncoder.hiden_dim; did you mean 'hidden_dim'",
     ):
         load_train_config(path)
     path = _write(tmp_path / "bad2.yml", {"epochs_": 3})
