@@ -48,7 +48,10 @@ def test_test_only_evaluates_a_checkpoint(tiny_config_file, tmp_path, capsys):
                        "--output-dir", str(out)]) == 0  # fmt: skip
     printed = capsys.readouterr().out
     assert "Average Precision  (AP) @[ IoU=0.50:0.95 | area=   all | maxDets=100 ]" in printed
-    assert (out / "predictions.json").exists()
+    for name in ("predictions.json", "metrics.json", "per_class_ap.csv", "pr_curves.png", "confusion_matrix.png"):
+        assert (out / "eval" / name).exists(), name
+    metrics = json.loads((out / "eval" / "metrics.json").read_text())
+    assert len(metrics["stats"]) == 12 and len(metrics["confusion_matrix"]["counts"]) == 6
 
 
 def test_test_only_needs_a_checkpoint(tiny_config_file, capsys):

@@ -10,16 +10,10 @@ __all__ = ["add_train_arguments", "run_train", "main"]
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """The seed README's flags (``-c -r -t -u --use-amp --seed --test-only``) and ours."""
-    parser.add_argument(
-        "-c", "--config", required=True, help="YAML config (official schema, __include__ allowed)"
-    )
+    parser.add_argument("-c", "--config", required=True, help="YAML config (official schema, __include__ allowed)")
     group = parser.add_mutually_exclusive_group()
-    group.add_argument(
-        "-r", "--resume", help="resume a run from its checkpoint (or evaluate it with --test-only)"
-    )
-    group.add_argument(
-        "-t", "--tuning", help="fine-tune from a checkpoint's weights (other class counts allowed)"
-    )
+    group.add_argument("-r", "--resume", help="resume a run from its checkpoint (or evaluate it with --test-only)")
+    group.add_argument("-t", "--tuning", help="fine-tune from a checkpoint's weights (other class counts allowed)")
     parser.add_argument(
         "-u",
         "--update",
@@ -72,11 +66,9 @@ def run_train(args: argparse.Namespace, test_only: bool | None = None) -> int:
                 f"{description['val_images']} val images, {len(description['classes'])} classes"
             )
         if test_only:
-            result = trainer.evaluate()
-            if result is not None and args.output_dir and is_main_process():
-                from pathlib import Path
-
-                trainer.evaluator.write_json(Path(args.output_dir) / "predictions.json")
+            result = trainer.evaluate()  # writes OUTPUT_DIR/eval/: metrics, curves, predictions.json
+            if result is not None and is_main_process():
+                print(f"evaluation files: {trainer.output_dir / 'eval'}")
         else:
             summary = trainer.fit()
             if is_main_process():
@@ -88,9 +80,7 @@ def run_train(args: argparse.Namespace, test_only: bool | None = None) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the repository's ``train.py``."""
-    parser = add_train_arguments(
-        argparse.ArgumentParser(prog="train.py", description="Train or evaluate D-FINE.")
-    )
+    parser = add_train_arguments(argparse.ArgumentParser(prog="train.py", description="Train or evaluate D-FINE."))
     args = parser.parse_args(argv)
     try:
         return run_train(args)

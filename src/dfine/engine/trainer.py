@@ -22,6 +22,7 @@ from torch import nn
 from .checkpoint import read_checkpoint, save_atomic
 from .distributed import get_rank, is_main_process, reduce_mean_dict
 from .ema import ModelEMA, unwrap_model
+from .eval_report import confusion_matrix, save_eval_report
 from .evaluate import CocoEvaluator, EvalResult
 from .optim import LinearWarmup
 
@@ -314,7 +315,19 @@ class Trainer:
             results = self.postprocessor(outputs, sizes)
             self.evaluator.update([int(t["image_id"]) for t in targets], results)
         self.evaluator.gather()
-        return self.evaluator.compute(verbose=is_main_process())
+        result = self.evaluator.compute(verbose=is_main_process())
+        if is_main_process():
+            self._write_eval_report(result)
+        return result
+
+    def _write_eval_report(self, result: EvalResult) -> None:
+        """Metrics, per-class AP, PR curves, confusion matrix and detections under ``eval/``."""
+        evaluator = self.evaluator
+        names = evaluator.class_names or [str(c) for c in (evaluator.label_to_category or [])]
+        category_ids = evaluator.label_to_category or list(range(len(names)))
+        confusion = confusion_matrix(evaluator.detections, evaluator.ground_truth, category_ids)
+        save_eval_report(result, self.output_dir / "eval", names, confusion)
+        evaluator.write_json(self.output_dir / "eval" / "predictions.json")
 
     # ------------------------------------------------------------------------------------ fit
     def fit(self) -> dict[str, Any]:
