@@ -204,3 +204,21 @@ def test_draw_without_image_or_source():
     prediction = dfine.Prediction(empty, empty[:, 0], empty[:, 0].long(), [], image_size=(8, 8))
     with pytest.raises(ValueError, match="neither an image nor a source"):
         prediction.draw()
+
+
+def test_dfine_training_checkpoint_brings_its_config_and_names(tmp_path):
+    import dataclasses
+
+    import dfine
+    from dfine.config.presets import model_config
+
+    cfg = model_config("n", num_classes=3, eval_spatial_size=(320, 320), num_queries=100)
+    model = dfine.DFINEModel.from_config(cfg)
+    path = tmp_path / "best.pth"
+    meta = {"class_names": ["circle", "square", "star"], "model": dataclasses.asdict(cfg)}
+    torch.save({"model": model.state_dict(), "dfine": meta}, path)
+    detector = dfine.DFINE.from_checkpoint(path, device="cpu")
+    assert detector.class_names == ["circle", "square", "star"]
+    assert detector.input_size == 320 and detector.model.decoder.num_queries == 100
+    (prediction,) = detector.predict(torch.rand(3, 200, 300), conf_threshold=0.0)
+    assert prediction.image_size == (300, 200) and len(prediction) <= 100 * 3  # top-K over (query, class)

@@ -18,7 +18,7 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 from torchvision.ops import clip_boxes_to_image
 
-from .config.presets import MODEL_PRESETS, model_config
+from .config.presets import MODEL_PRESETS, model_config, model_config_from_dict
 from .data.coco_classes import COCO_CLASS_NAMES
 from .data.images import ImageInput, expand_sources, load_image, to_model_input
 from .engine.checkpoint import CheckpointError, extract_state_dict, infer_model_size, load_checkpoint, read_checkpoint
@@ -190,6 +190,8 @@ class DFINE:
                 "pass one name per class"
             )
         self.class_names = names
+        spatial = model.decoder.eval_spatial_size
+        self.input_size = int(spatial[0]) if spatial else 640
         self.device = resolve_device(device)
         self.model = model.to(self.device).eval()
         self.postprocessor = PostProcessor(num_classes=model.num_classes).to(self.device)
@@ -216,7 +218,15 @@ class DFINE:
             CheckpointError: an unreadable file, a size that cannot be inferred, or weights that do
                 not fit the model.
         """
-        state, _ = extract_state_dict(read_checkpoint(path), path)
+        checkpoint = read_checkpoint(path)
+        state, _ = extract_state_dict(checkpoint, path)
+        meta = checkpoint.get("dfine") if isinstance(checkpoint, dict) else None
+        if isinstance(meta, dict) and isinstance(meta.get("model"), dict) and size is None:
+            # a dfine training checkpoint: its own model config (input size, queries...) and class names
+            model = DFINEModel.from_config(model_config_from_dict(meta["model"]))
+            load_checkpoint(model, path)
+            names = class_names if class_names is not None else meta.get("class_names")
+            return cls(model.deploy(), class_names=names, device=device)
         if size is None:
             size = infer_model_size(state)
             if size is None:
@@ -238,7 +248,7 @@ class DFINE:
         self,
         source: ImageInput | Sequence[ImageInput],
         conf_threshold: float = 0.25,
-        image_size: int = 640,
+        image_size: int | None = None,
         batch_size: int = 8,
     ) -> list[Prediction]:
         """Detect objects in one or more images.
@@ -248,7 +258,8 @@ class DFINE:
                 (``HxW[xC]``), a tensor (``[C, H, W]``, or ``[B, C, H, W]`` for several), or a list of
                 these. Any image size.
             conf_threshold: keep detections with score >= this, in [0, 1].
-            image_size: side of the square model input in pixels, a multiple of 32.
+            image_size: side of the square model input in pixels, a multiple of 32; default: the size
+                the model was built for (``eval_spatial_size``, 640 for the official models).
             batch_size: images per forward pass.
 
         Returns:
@@ -256,6 +267,8 @@ class DFINE:
         """
         if not 0.0 <= conf_threshold <= 1.0:
             raise ValueError(f"conf_threshold must be in [0, 1], got {conf_threshold}")
+        if image_size is None:
+            image_size = self.input_size
         if image_size <= 0 or image_size % 32:
             raise ValueError(f"image_size must be a positive multiple of 32 (the model's stride), got {image_size}")
         if batch_size < 1:

@@ -17,6 +17,7 @@ __all__ = [
     "ModelConfig",
     "MODEL_PRESETS",
     "model_config",
+    "model_config_from_dict",
     "available_sizes",
 ]
 
@@ -91,6 +92,21 @@ class ModelConfig:
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     decoder: DecoderConfig = field(default_factory=DecoderConfig)
     num_classes: int = 80
+
+
+def model_config_from_dict(data: dict[str, Any]) -> ModelConfig:
+    """Inverse of ``dataclasses.asdict(model_config)`` (e.g. the config stored in a checkpoint)."""
+
+    def section(cls, values: dict[str, Any]):
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items() if k in names})
+
+    return ModelConfig(
+        backbone=section(BackboneConfig, data.get("backbone", {})),
+        encoder=section(EncoderConfig, data.get("encoder", {})),
+        decoder=section(DecoderConfig, data.get("decoder", {})),
+        num_classes=int(data.get("num_classes", 80)),
+    )
 
 
 _NSM_BACKBONE = dict(use_lab=True, freeze_at=-1, freeze_norm=False)

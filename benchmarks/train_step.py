@@ -1,0 +1,104 @@
+"""Training-step time and peak memory of D-FINE on CPU (official recipe: AdamW groups, clip 0.1).
+
+    python benchmarks/train_step.py --size n --batch 4 --image-size 640 --steps 12 --warmup 2
+
+Reports the median step and its parts (forward, criterion, backward, clip + optimizer step), with and
+without the FDR / GO-LSD losses (FGL and DDF), and the peak resident memory of each variant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+import torch
+
+import dfine
+from dfine.engine.optim import ParamGroupSpec, build_optimizer
+
+OFFICIAL_GROUPS = [
+    ParamGroupSpec("^(?=.*backbone)(?!.*norm|bn).*$", {"lr": 0.0004}),
+    ParamGroupSpec("^(?=.*backbone)(?=.*norm|bn).*$", {"lr": 0.0004, "weight_decay": 0.0}),
+    ParamGroupSpec("^(?=.*(?:encoder|decoder))(?=.*(?:norm|bn|bias)).*$", {"weight_decay": 0.0}),
+]
+
+
+def _targets(batch: int, generator: torch.Generator) -> list[dict[str, torch.Tensor]]:
+    targets = []
+    for _ in range(batch):
+        n = int(torch.randint(2, 8, (1,), generator=generator))
+        centre = torch.rand(n, 2, generator=generator) * 0.6 + 0.2
+        size = torch.rand(n, 2, generator=generator) * 0.3 + 0.05
+        targets.append(
+            {"labels": torch.randint(0, 80, (n,), generator=generator), "boxes": torch.cat([centre, size], 1)}
+        )
+    return targets
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def measure(size: str, batch: int, image_size: int, steps: int, warmup: int, local_losses: bool) -> dict[str, float]:
+    torch.manual_seed(0)
+    model = dfine.build_model(size).train()
+    weights = None if local_losses else {"loss_vfl": 1, "loss_bbox": 5, "loss_giou": 2}
+    losses = ("vfl", "boxes", "local") if local_losses else ("vfl", "boxes")
+    criterion = dfine.build_criterion(weight_dict=weights, losses=losses) if weights else dfine.build_criterion()
+    optimizer = build_optimizer(model, "AdamW", 0.0008, 0.0001, (0.9, 0.999), groups=OFFICIAL_GROUPS)
+    generator = torch.Generator().manual_seed(0)
+    images = torch.rand(batch, 3, image_size, image_size, generator=generator)
+    targets = _targets(batch, generator)
+    parts: dict[str, list[float]] = {"forward": [], "criterion": [], "backward": [], "step": [], "total": []}
+    for i in range(warmup + steps):
+        t0 = time.perf_counter()
+        outputs = model(images, targets=targets)
+        t1 = time.perf_counter()
+        loss = sum(criterion(outputs, targets).values())
+        t2 = time.perf_counter()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        t3 = time.perf_counter()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 0.1)
+        optimizer.step()
+        t4 = time.perf_counter()
+        if i >= warmup:
+            for key, value in zip(parts, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t4 - t0)):
+                parts[key].append(value * 1000)
+    return {key: statistics.median(values) for key, values in parts.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size", default="n")
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--image-size", type=int, default=640)
+    parser.add_argument("--steps", type=int, default=12)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--variant", choices=["local", "no-local"], help="run one variant in this process")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    if args.variant:
+        result = measure(args.size, args.batch, args.image_size, args.steps, args.warmup, args.variant == "local")
+        name = "with FGL + DDF (official)" if args.variant == "local" else "without FGL / DDF"
+        print(
+            f"{name:<28}{result['total']:8.0f}{result['forward']:8.0f}{result['criterion']:8.0f}"
+            f"{result['backward']:8.0f}{result['step']:8.0f}{_peak_rss_mb():13.0f}"
+        )
+        return
+    print(f"D-FINE-{args.size.upper()} train step, batch {args.batch}, {args.image_size}px, {args.threads} threads")
+    print(f"{'variant (median ms)':<28}{'total':>8}{'fwd':>8}{'crit':>8}{'bwd':>8}{'step':>8}{'peak RSS MB':>13}")
+    for variant in ("no-local", "local"):  # one process each, so the peak memory is the variant's own
+        argv = [sys.executable, __file__, "--variant", variant, "--size", args.size, "--batch", str(args.batch),
+                "--image-size", str(args.image_size), "--steps", str(args.steps), "--warmup", str(args.warmup),
+                "--threads", str(args.threads)]  # fmt: skip
+        subprocess.run(argv, check=True)
+
+
+if __name__ == "__main__":
+    main()
