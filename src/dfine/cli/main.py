@@ -28,6 +28,8 @@ from ..engine.checkpoint import infer_model_size
 from ..model.dfine import DFINE as DFINEModel
 from ..model.summary import ModelSummary, summarize
 from ..predictor import DFINE, Prediction, RandomWeightsWarning
+from .export import add_backend_arguments, add_export_commands, run_backend_predict, uses_backend_pipeline
+from .visualize import add_visualize_command
 
 __all__ = ["main"]
 
@@ -49,7 +51,9 @@ def _build_parser() -> argparse.ArgumentParser:
     from .train import add_train_arguments, run_train
 
     parser = _Parser(prog="dfine", description="D-FINE real-time object detector.")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{info,predict,train,val,data}")
+    commands = parser.add_subparsers(
+        dest="command", required=True, metavar="{info,predict,train,val,data,export,visualize}"
+    )
     sizes = available_sizes()
 
     info = commands.add_parser("info", help="parameters and GFLOPs of a model size or config")
@@ -68,8 +72,11 @@ def _build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--out", type=Path, required=True, help="output folder")
     predict.add_argument("--conf", type=float, default=0.25, help="score threshold (default 0.25)")
     predict.add_argument("--device", help="cpu, cuda, cuda:N (default: cuda if available, else cpu)")
-    predict.add_argument("--image-size", type=int, default=640, help="model input side (default 640)")
+    predict.add_argument(
+        "--image-size", type=int, default=None, help="model input side (default: the model's, 640 for official)"
+    )
     predict.add_argument("--batch-size", type=int, default=4, help="images per forward pass (default 4)")
+    add_backend_arguments(predict)
     predict.set_defaults(run=_run_predict)
 
     train = add_train_arguments(commands.add_parser("train", help="train (the official train.py command line)"))
@@ -77,6 +84,8 @@ def _build_parser() -> argparse.ArgumentParser:
     val = add_train_arguments(commands.add_parser("val", help="evaluate a checkpoint: -c CONFIG -r CKPT"))
     val.set_defaults(run=lambda args: run_train(args, test_only=True))
     add_data_commands(commands)
+    add_export_commands(commands)
+    add_visualize_command(commands)
     return parser
 
 
@@ -183,6 +192,8 @@ def _load_detector(args: argparse.Namespace) -> DFINE:
 
 
 def _run_predict(args: argparse.Namespace) -> int:
+    if uses_backend_pipeline(args):  # another runtime, or videos: dfine.deploy's pipeline
+        return run_backend_predict(args)
     out_dir = args.out.resolve()
     if args.demo:
         sources: list = [_demo_image()]

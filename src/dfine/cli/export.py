@@ -1,0 +1,418 @@
+"""Deployment command lines: ``dfine export``, ``dfine predict --backend``, and the official tools.
+
+The official scripts keep their command lines and are thin shims over the functions here:
+
+* ``tools/deployment/export_onnx.py --check -c CONFIG -r CKPT`` = ``dfine export --format onnx``;
+* ``tools/inference/{torch,onnx,openvino,trt}_inf.py ... --im-file X`` = ``dfine predict --backend``
+  (one pipeline: :func:`dfine.deploy.pipeline.run_inference`);
+* ``tools/benchmark/get_info.py -c CONFIG`` and ``tools/benchmark/trt_benchmark.py``.
+
+Errors a user can fix (a missing file, a checkpoint that does not fit the config, an unsupported
+opset, a missing optional runtime) end with one line ``PROG: error: ...`` and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import sys
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from ..config.presets import available_sizes
+from ..config.yaml_model import load_model_config
+from ..data.images import list_images, load_image
+from ..deploy.backend import TorchBackend
+from ..deploy.benchmark import time_backend
+from ..deploy.onnx import OnnxRuntimeBackend, check_onnx_model, export_onnx, validate_opset
+from ..deploy.openvino import OpenVINOBackend, export_openvino
+from ..deploy.optional import MissingDependencyError
+from ..deploy.pipeline import run_inference
+from ..deploy.runtime import BACKENDS, BackendDetector, open_backend, preprocess
+from ..deploy.tensorrt import TensorRTBackend, build_engine
+from ..deploy.verify import check_images, verify_backend
+from ..deploy.video import VIDEO_EXTENSIONS, is_video
+from ..deploy.wrapper import load_deploy_model
+from ..engine.checkpoint import infer_model_size
+from ..model.dfine import DFINE as DFINEModel
+from ..model.summary import summarize
+from ..predictor import RandomWeightsWarning
+
+__all__ = [
+    "add_backend_arguments",
+    "add_export_arguments",
+    "add_export_commands",
+    "export_onnx_main",
+    "get_info_main",
+    "inference_main",
+    "run_backend_predict",
+    "uses_backend_pipeline",
+    "run_export",
+    "tool_main",
+    "trt_benchmark_main",
+    "user_errors",
+]
+
+FORMATS = ("onnx", "openvino", "tensorrt")
+_MODEL_SUFFIXES = (".onnx", ".xml", ".engine", ".trt", ".plan", ".pth", ".pt")  # replaced by each format's own
+_FP16_SCORE_TOL = 2e-2  # --check of an fp16 TensorRT engine: half precision moves scores by ~1e-3..1e-2
+_FP16_BOX_TOL_FRACTION = 1e-2
+
+
+def user_errors(run: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """Report a missing optional package like other user errors (``dfine`` prints ValueError as one line)."""
+
+    @functools.wraps(run)
+    def wrapped(args: argparse.Namespace) -> int:
+        try:
+            return run(args)
+        except MissingDependencyError as err:
+            raise ValueError(str(err)) from None
+
+    return wrapped
+
+
+def tool_main(parser: argparse.ArgumentParser, run: Callable[[argparse.Namespace], int], argv) -> int:
+    """Parse, run, and print a user error as one line ``PROG: error: ...`` (exit status 2)."""
+    args = parser.parse_args(argv)
+    try:
+        return user_errors(run)(args)
+    except (ValueError, OSError) as err:
+        print(f"{parser.prog}: error: {' '.join(str(err).split())}", file=sys.stderr)
+        return 2
+
+
+def _load_model(config: Path | None, checkpoint: Path | None, size: str | None, updates: list[str] | None):
+    """The deploy module and metadata; random weights (no checkpoint) get one loud warning line."""
+    if checkpoint is None:
+        print("WARNING: no checkpoint (-r) given: the model has RANDOM weights (fine for timing only)", file=sys.stderr)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RandomWeightsWarning)  # said above, once
+        return load_deploy_model(config, checkpoint, size=size, updates=updates)
+
+
+# ------------------------------------------------------------------------------------------ export
+
+
+def add_export_arguments(
+    parser: argparse.ArgumentParser, formats: Sequence[str] = ("onnx",)
+) -> argparse.ArgumentParser:
+    """The official ``export_onnx.py`` flags (``-c -r --check --simplify --opset``) and ours."""
+    parser.add_argument("-c", "--config", type=Path, help="official-style YAML config of the model")
+    parser.add_argument("-r", "--resume", type=Path, help="checkpoint (.pth); without it: RANDOM weights")
+    parser.add_argument(
+        "--size", type=str.lower, choices=available_sizes(), help="model size without a config (default: from -r)"
+    )
+    parser.add_argument("-u", "--update", nargs="+", default=[], metavar="KEY=VALUE", help="override config values")
+    parser.add_argument(
+        "--format", nargs="+", choices=FORMATS, default=list(formats), help="what to write (default: %(default)s)"
+    )
+    parser.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        help="output file (its suffix is replaced per format); default: beside the checkpoint, same stem",
+    )
+    parser.add_argument("--opset", type=int, default=17, help="ONNX opset, 17 or newer (default 17)")
+    parser.add_argument("--batch-size", type=int, help="export a static batch of this size (default: dynamic batch)")
+    parser.add_argument("--exporter", choices=("auto", "dynamo", "legacy"), default="auto", help="torch ONNX exporter")
+    parser.add_argument(
+        "--simplify",
+        nargs="?",
+        const="auto",
+        default="auto",
+        choices=("auto", "onnxslim", "onnxsim", "none"),
+        help="simplify the ONNX graph (default auto: onnxslim, else onnxsim)",
+    )
+    parser.add_argument("--check", action="store_true", help="ONNX checker + compare each runtime with PyTorch")
+    parser.add_argument("--check-images", nargs="+", type=Path, help="images for --check (default: generated scenes)")
+    parser.add_argument("--fp16", action="store_true", help="TensorRT: fp16 engine; OpenVINO: fp16 weights")
+    parser.add_argument("--max-batch", type=int, default=32, help="TensorRT: largest batch of a dynamic engine")
+    parser.add_argument("--workspace", type=float, default=4.0, help="TensorRT: builder workspace in GiB")
+    return parser
+
+
+def _output_base(args: argparse.Namespace) -> Path:
+    """``dir/stem`` that each format adds its suffix to: ``--output``, else the checkpoint's, else ``model``."""
+    if args.output is not None:
+        path = args.output
+    elif args.resume is not None:
+        path = args.resume
+    else:
+        path = Path("model")
+    return path.with_suffix("") if path.suffix.lower() in _MODEL_SUFFIXES else path
+
+
+def _with_suffix(base: Path, suffix: str) -> Path:
+    return base.with_name(base.name + suffix)
+
+
+def run_export(args: argparse.Namespace) -> int:
+    """Export to each ``--format`` (ONNX first: the others are built from it); ``--check`` verifies each."""
+    validate_opset(args.opset)  # before the (slow) model build
+    model, metadata = _load_model(args.config, args.resume, args.size, args.update)
+    base = _output_base(args)
+    result = export_onnx(
+        model,
+        _with_suffix(base, ".onnx"),
+        metadata,
+        opset=args.opset,
+        batch_size=args.batch_size,
+        exporter=args.exporter,
+        simplify=args.simplify,
+    )
+    batch = f"static batch {result.batch_size}" if result.batch_size else "dynamic batch"
+    simplified = f"simplified with {result.simplifier}" if result.simplifier else "not simplified"
+    print(
+        f"ONNX: {result.path} (opset {result.opset}, {result.exporter} exporter, {batch}, {simplified}, "
+        f"{result.seconds:.1f} s)"
+    )
+    reference = images = None
+    if args.check:
+        check_onnx_model(result.path)
+        reference, images = TorchBackend(model, metadata, "cpu"), check_images(args.check_images)
+        diff = verify_backend(OnnxRuntimeBackend(result.path), reference, images)
+        print(f"check: ONNX checker passed; onnxruntime vs PyTorch on {len(images)} images: {diff.describe()}")
+    if "openvino" in args.format:
+        xml = export_openvino(result.path, _with_suffix(base, ".xml"), metadata, fp16_weights=args.fp16)
+        print(f"OpenVINO IR: {xml} (+ {xml.with_suffix('.bin').name})")
+        if args.check:
+            diff = verify_backend(OpenVINOBackend(xml), reference, images)
+            print(f"check: OpenVINO vs PyTorch: {diff.describe()}")
+    if "tensorrt" in args.format:
+        engine = build_engine(
+            result.path,
+            _with_suffix(base, ".engine"),
+            metadata,
+            fp16=args.fp16,
+            workspace_gib=args.workspace,
+            max_batch=args.max_batch,
+        )
+        print(f"TensorRT engine: {engine}{' (fp16)' if args.fp16 else ''}")
+        if args.check:
+            tolerances = dict(score_tol=_FP16_SCORE_TOL, box_tol_fraction=_FP16_BOX_TOL_FRACTION) if args.fp16 else {}
+            diff = verify_backend(TensorRTBackend(engine), reference, images, **tolerances)
+            print(f"check: TensorRT vs PyTorch: {diff.describe()}")
+    return 0
+
+
+def add_export_commands(subparsers: argparse._SubParsersAction) -> None:
+    """Register ``dfine export`` on the ``dfine`` sub-command parser."""
+    export = subparsers.add_parser(
+        "export",
+        help="export to ONNX / OpenVINO / TensorRT (-c CONFIG -r CKPT)",
+        description="Export D-FINE (deployed model + post-processor) to ONNX, and optionally OpenVINO / TensorRT.",
+    )
+    add_export_arguments(export)
+    export.set_defaults(run=user_errors(run_export))
+
+
+def export_onnx_main(argv: Sequence[str] | None = None) -> int:
+    """``tools/deployment/export_onnx.py``: the official command line, ``--format`` defaulting to onnx."""
+    description = "Export D-FINE (deployed model + post-processor) to ONNX, and optionally OpenVINO / TensorRT."
+    parser = add_export_arguments(argparse.ArgumentParser(prog="export_onnx.py", description=description))
+    return tool_main(parser, run_export, argv)
+
+
+# --------------------------------------------------------------------------------------- inference
+
+
+def add_backend_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """``--backend`` and ``--threads`` for ``dfine predict`` (``--weights`` names the model file)."""
+    parser.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default="torch",
+        help="runtime; --weights is then the .pth, .onnx, .xml or .engine file (default torch)",
+    )
+    parser.add_argument("--threads", type=int, help="CPU threads for onnxruntime / OpenVINO (default: all)")
+    return parser
+
+
+def _run_pipeline(
+    backend_name: str,
+    model_file: Path | None,
+    sources: Sequence[str],
+    out_dir: Path,
+    *,
+    config: Path | None = None,
+    size: str | None = None,
+    device: str | None = None,
+    threads: int | None = None,
+    conf: float = 0.25,
+    batch_size: int = 8,
+    image_size: int | None = None,
+) -> int:
+    if backend_name == "torch" and model_file is None:
+        print("WARNING: no checkpoint given: RANDOM weights, detections are meaningless", file=sys.stderr)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RandomWeightsWarning)
+        backend = open_backend(backend_name, model_file, config=config, size=size, device=device, threads=threads)
+    detector = BackendDetector(backend)
+    if image_size is not None and image_size != detector.image_size:
+        raise ValueError(f"the model takes {detector.image_size}x{detector.image_size} inputs, not {image_size}")
+    run = run_inference(detector, sources, out_dir, conf_threshold=conf, batch_size=batch_size)
+    what = f"{run.images} image(s)" + (f" and {run.frames} video frame(s)" if run.frames else "")
+    print(f"{backend.name}: {what}, {run.detections} detections -> {run.out_dir} ({run.results_file.name})")
+    return 0
+
+
+def uses_backend_pipeline(args: argparse.Namespace) -> bool:
+    """Whether ``dfine predict`` goes through :func:`run_backend_predict`: another backend, or a video input."""
+    if args.backend != "torch":
+        return True
+    for source in args.source or ():
+        path = Path(source)
+        if is_video(path) or (path.is_dir() and any(p.suffix.lower() in VIDEO_EXTENSIONS for p in path.iterdir())):
+            return True
+    return False
+
+
+def run_backend_predict(args: argparse.Namespace) -> int:
+    """``dfine predict --backend ...``: images, folders and videos through any backend."""
+    if getattr(args, "demo", False):
+        raise ValueError("--demo runs with --backend torch; pass --source IMAGES for other backends")
+    if args.backend != "torch" and args.weights is None:
+        raise ValueError(f"--backend {args.backend} needs the exported model file: --weights MODEL_FILE")
+    return user_errors(
+        lambda a: _run_pipeline(
+            a.backend,
+            a.weights,
+            a.source,
+            a.out,
+            size=a.size,
+            device=a.device,
+            threads=a.threads,
+            conf=a.conf,
+            batch_size=a.batch_size,
+            image_size=a.image_size,
+        )
+    )(args)
+
+
+_TOOL_MODEL_FLAGS = {
+    "onnx": (("--onnx-file", "--onnx"), "exported .onnx file"),
+    "openvino": (("--ov-file", "--ov_model"), "OpenVINO IR (.xml) or .onnx file"),
+    "tensorrt": (("--trt-file", "--engine"), "TensorRT engine (.engine / .trt)"),
+}
+
+
+def _inference_parser(backend: str, prog: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description=f"D-FINE inference with {backend}: annotated images/videos")
+    if backend == "torch":
+        parser.add_argument("-c", "--config", type=Path, help="YAML config (default: size inferred from -r)")
+        parser.add_argument("-r", "--resume", type=Path, required=True, help="checkpoint (.pth)")
+    else:
+        flags, what = _TOOL_MODEL_FLAGS[backend]
+        parser.add_argument(*flags, dest="model_file", type=Path, required=True, help=what)
+    parser.add_argument(
+        "-i",
+        "--im-file",
+        "--image",
+        "--input",
+        dest="inputs",
+        nargs="+",
+        required=True,
+        help="image(s), folder(s), video(s)",
+    )
+    default_device = {"torch": None, "onnx": "cpu", "openvino": "CPU", "tensorrt": "cuda"}[backend]
+    parser.add_argument("-d", "--device", default=default_device, help=f"device (default: {default_device or 'auto'})")
+    parser.add_argument("-o", "--output", type=Path, help=f"output folder (default: ./{backend}_results)")
+    parser.add_argument("--conf", type=float, default=0.25, help="score threshold (default 0.25)")
+    parser.add_argument("--batch-size", type=int, default=4, help="images per call (default 4)")
+    if backend in ("onnx", "openvino"):
+        parser.add_argument("--threads", type=int, help="CPU threads (default: all)")
+    return parser
+
+
+def inference_main(backend: str, argv: Sequence[str] | None = None, prog: str | None = None) -> int:
+    """``tools/inference/{torch,onnx,openvino,trt}_inf.py``: the seed README's flags, one pipeline."""
+    parser = _inference_parser(backend, prog or f"{backend}_inf.py")
+
+    def run(args: argparse.Namespace) -> int:
+        return _run_pipeline(
+            backend,
+            args.resume if backend == "torch" else args.model_file,
+            args.inputs,
+            args.output or Path(f"{backend}_results"),
+            config=getattr(args, "config", None),
+            device=args.device,
+            threads=getattr(args, "threads", None),
+            conf=args.conf,
+            batch_size=args.batch_size,
+        )
+
+    return tool_main(parser, run, argv)
+
+
+# ------------------------------------------------------------------------------------- benchmarks
+
+
+def get_info_main(argv: Sequence[str] | None = None) -> int:
+    """``tools/benchmark/get_info.py -c CONFIG``: parameters, MACs and FLOPs of the deployed model."""
+    parser = argparse.ArgumentParser(prog="get_info.py", description="D-FINE parameters, MACs and FLOPs (offline)")
+    parser.add_argument("-c", "--config", type=Path, required=True, help="official-style YAML config")
+    parser.add_argument("--image-size", type=int, default=640, help="input side (default 640)")
+
+    def run(args: argparse.Namespace) -> int:
+        if args.image_size <= 0 or args.image_size % 32:
+            raise ValueError(f"--image-size must be a positive multiple of 32, got {args.image_size}")
+        cfg = load_model_config(args.config)
+        model = DFINEModel.from_config(cfg)  # random init: no backbone download (pretrained is ignored)
+        summary = summarize(model, args.image_size)
+        size = infer_model_size(model.state_dict())
+        name = f"D-FINE-{size.upper()}" if size else "D-FINE"
+        side = args.image_size
+        print(f"{args.config}: {name}, HGNetv2-{cfg.backbone.name}, {cfg.num_classes} classes, 1x3x{side}x{side}")
+        params = summary.deploy_params
+        print(f"  Params: {params / 1e6:.3f} M ({params:,} deployed; {summary.params:,} in the train layout)")
+        print(f"  MACs:   {summary.gflops / 2:.3f} G")
+        print(f"  FLOPs:  {summary.gflops:.3f} G (2 per multiply-add; grid_sample and elementwise ops not counted)")
+        return 0
+
+    return tool_main(parser, run, argv)
+
+
+def _engines(path: Path) -> list[Path]:
+    if path.is_dir():
+        engines = sorted(p for p in path.iterdir() if p.suffix.lower() in (".engine", ".trt", ".plan"))
+        if not engines:
+            raise ValueError(f"no .engine / .trt files in {path}")
+        return engines
+    if not path.is_file():
+        raise FileNotFoundError(f"engine not found: {path}")
+    return [path]
+
+
+def trt_benchmark_main(argv: Sequence[str] | None = None) -> int:
+    """``tools/benchmark/trt_benchmark.py --COCO_dir DIR --engine_dir ENGINE``: TensorRT latency on real images."""
+    parser = argparse.ArgumentParser(prog="trt_benchmark.py", description="TensorRT latency over real images")
+    parser.add_argument("--COCO_dir", "--coco-dir", dest="coco_dir", type=Path, required=True, help="folder of images")
+    parser.add_argument("--engine_dir", "--engine", dest="engine", type=Path, required=True, help="engine or folder")
+    parser.add_argument("--num-images", type=int, default=1000, help="images timed, one call each (default 1000)")
+    parser.add_argument("--warmup", type=int, default=100, help="untimed calls first (default 100)")
+    parser.add_argument("--batch-size", type=int, default=1, help="images per call (default 1)")
+    parser.add_argument("-d", "--device", default="cuda", help="CUDA device (default cuda)")
+
+    def run(args: argparse.Namespace) -> int:
+        engines = _engines(args.engine)
+        files = list_images(args.coco_dir)[: args.num_images * args.batch_size]
+        results = []
+        for engine in engines:
+            backend = TensorRTBackend(engine, args.device)
+            groups = [files[i : i + args.batch_size] for i in range(0, len(files), args.batch_size)]
+            batches = [preprocess([load_image(f) for f in group], backend.image_size) for group in groups]
+            batches = [b for b in batches if len(b[0]) == args.batch_size]
+            latency = time_backend(backend, batches, warmup=args.warmup)
+            results.append((engine, latency))
+            print(
+                f"{engine}: median {latency.median:.2f} ms, mean {latency.mean:.2f} ms, p90 {latency.p90:.2f} ms per "
+                f"batch of {latency.batch_size} over {latency.runs} batches ({latency.images_per_second:.1f} img/s; "
+                "host<->device copies included)"
+            )
+        for engine, latency in sorted(results, key=lambda item: item[1].median):
+            print(f"Engine: {engine}, Latency: {latency.median:.2f} ms")
+        return 0
+
+    return tool_main(parser, run, argv)

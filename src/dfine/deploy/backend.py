@@ -1,0 +1,86 @@
+"""One interface for every runtime: ``backend(images, orig_target_sizes) -> (labels, boxes, scores)``.
+
+Each backend runs the graph of :class:`~dfine.deploy.wrapper.DeployModel` (PyTorch itself, or a
+file exported from it) with the same inputs and outputs, as CPU torch tensors: ``images`` float32
+``[N, 3, S, S]`` in [0, 1], ``orig_target_sizes`` int64 ``[N, 2]`` (width, height); ``labels``
+int64 ``[N, K]``, ``boxes`` float32 ``[N, K, 4]`` xyxy pixels, ``scores`` float32 ``[N, K]``.
+Pre- and post-processing live outside the backends (:mod:`dfine.deploy.runtime`), once for all.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import ClassVar
+
+import torch
+
+from ..predictor import resolve_device
+from .metadata import ModelMetadata
+from .wrapper import DeployModel
+
+__all__ = ["Backend", "Outputs", "TorchBackend"]
+
+Outputs = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # labels, boxes, scores
+
+
+class Backend(ABC):
+    """A loaded model in one runtime.
+
+    Attributes:
+        name: the runtime (``torch``, ``onnx``, ``openvino``, ``tensorrt``).
+        metadata: class names, input size and K of the model.
+        fixed_batch: the batch size of a static-batch export; None when any batch size runs.
+    """
+
+    name: ClassVar[str]
+
+    def __init__(self, metadata: ModelMetadata, fixed_batch: int | None = None) -> None:
+        self.metadata = metadata
+        self.fixed_batch = fixed_batch
+
+    @property
+    def image_size(self) -> int:
+        return self.metadata.image_size
+
+    def __call__(self, images: torch.Tensor, orig_target_sizes: torch.Tensor) -> Outputs:
+        """Run the model on a batch (shapes and meaning: module docstring)."""
+        if images.ndim != 4 or tuple(images.shape[1:]) != (3, self.image_size, self.image_size):
+            raise ValueError(
+                f"images must be [N, 3, {self.image_size}, {self.image_size}] for this model, got {list(images.shape)}"
+            )
+        if tuple(orig_target_sizes.shape) != (images.shape[0], 2):
+            raise ValueError(f"orig_target_sizes must be [{images.shape[0]}, 2], got {list(orig_target_sizes.shape)}")
+        if self.fixed_batch is not None and images.shape[0] != self.fixed_batch:
+            raise ValueError(
+                f"this {self.name} model was exported with a static batch of {self.fixed_batch}, got "
+                f"{images.shape[0]} images; re-export with a dynamic batch or pass batches of {self.fixed_batch}"
+            )
+        images = images.to(torch.float32).contiguous()
+        orig_target_sizes = orig_target_sizes.to(torch.int64).contiguous()
+        return self._run(images, orig_target_sizes)
+
+    @abstractmethod
+    def _run(self, images: torch.Tensor, orig_target_sizes: torch.Tensor) -> Outputs:
+        """The runtime call, on checked CPU tensors."""
+
+
+class TorchBackend(Backend):
+    """The PyTorch module itself (eager, ``torch.inference_mode``).
+
+    Args:
+        model: the deployed module (:func:`~dfine.deploy.wrapper.load_deploy_model`).
+        metadata: its metadata.
+        device: ``cpu``, ``cuda`` or ``cuda:N``; None picks CUDA when available.
+    """
+
+    name = "torch"
+
+    def __init__(self, model: DeployModel, metadata: ModelMetadata, device: str | torch.device | None = None) -> None:
+        super().__init__(metadata)
+        self.device = resolve_device(device)
+        self.model = model.to(self.device).eval()
+
+    def _run(self, images: torch.Tensor, orig_target_sizes: torch.Tensor) -> Outputs:
+        with torch.inference_mode():
+            labels, boxes, scores = self.model(images.to(self.device), orig_target_sizes.to(self.device))
+        return labels.cpu(), boxes.cpu(), scores.cpu()

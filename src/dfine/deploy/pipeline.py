@@ -1,0 +1,182 @@
+"""Run a detector over images, folders and videos; write annotated copies and COCO-style JSON.
+
+Used by ``dfine predict`` and the ``tools/inference/*_inf.py`` scripts, whatever the backend.
+Output folder layout::
+
+    OUT/<image name>          annotated copy of each image (names made unique)
+    OUT/<video stem>.mp4      annotated copy of each video
+    OUT/predictions.json      one COCO results entry per detection: image_id, category_id,
+                              bbox [x, y, w, h] in pixels, score (plus label, names, file / frame)
+
+``category_id`` is the COCO category id for a model with the 80 COCO classes, else the label.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tqdm import tqdm
+
+from ..data.coco_classes import COCO_CATEGORY_IDS, COCO_CLASS_NAMES
+from ..data.images import IMAGE_EXTENSIONS
+from ..predictor import Prediction
+from .runtime import BackendDetector
+from .video import VIDEO_EXTENSIONS, VideoReader, VideoWriter, is_video
+
+__all__ = ["InferenceRun", "collect_sources", "coco_records", "run_inference"]
+
+RESULTS_FILE = "predictions.json"
+
+
+@dataclass
+class InferenceRun:
+    """What :func:`run_inference` wrote.
+
+    Attributes:
+        out_dir: the output folder.
+        outputs: the annotated files, in input order.
+        images: images processed; frames: video frames processed.
+        detections: detections written to ``predictions.json``.
+    """
+
+    out_dir: Path
+    outputs: list[Path] = field(default_factory=list)
+    images: int = 0
+    frames: int = 0
+    detections: int = 0
+
+    @property
+    def results_file(self) -> Path:
+        return self.out_dir / RESULTS_FILE
+
+
+def collect_sources(sources: Sequence[str | Path]) -> tuple[list[Path], list[Path]]:
+    """Split files and folders into (images, videos); a folder gives its image and video files, sorted.
+
+    Raises:
+        FileNotFoundError: a path that does not exist.
+        ValueError: a file that is neither an image nor a video, or a folder with neither.
+    """
+    images: list[Path] = []
+    videos: list[Path] = []
+    known = (*IMAGE_EXTENSIONS, *VIDEO_EXTENSIONS)
+    for source in sources:
+        path = Path(source)
+        if path.is_dir():
+            files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in known)
+            if not files:
+                raise ValueError(f"no images or videos found in {path} (looked for {', '.join(known)})")
+        elif path.is_file():
+            files = [path]
+        else:
+            raise FileNotFoundError(f"input not found: {path}")
+        for file in files:
+            (videos if is_video(file) else images).append(file)
+    if not images and not videos:
+        raise ValueError("no inputs given; pass image files, folders or videos")
+    return images, videos
+
+
+def _category_ids(class_names: Sequence[str]) -> Sequence[int]:
+    return COCO_CATEGORY_IDS if list(class_names) == list(COCO_CLASS_NAMES) else range(len(class_names))
+
+
+def coco_records(prediction: Prediction, image_id: int, category_ids: Sequence[int], **extra) -> list[dict]:
+    """COCO results entries for one image: ``bbox`` as [x, y, width, height] pixels, plus ``extra``."""
+    records = []
+    for (x0, y0, x1, y1), score, label, name in zip(
+        prediction.boxes.tolist(), prediction.scores.tolist(), prediction.labels.tolist(), prediction.names
+    ):
+        records.append(
+            {
+                "image_id": image_id,
+                **extra,
+                "category_id": category_ids[label] if label < len(category_ids) else label,
+                "category_name": name,
+                "label": label,
+                "bbox": [round(x0, 2), round(y0, 2), round(x1 - x0, 2), round(y1 - y0, 2)],
+                "score": round(score, 5),
+            }
+        )
+    return records
+
+
+def _unique_path(out_dir: Path, name: str, taken: set[str]) -> Path:
+    stem, suffix = Path(name).stem, Path(name).suffix
+    counter = 1
+    while name.lower() in taken:
+        name = f"{stem}_{counter}{suffix}"
+        counter += 1
+    taken.add(name.lower())
+    return out_dir / name
+
+
+def _frames(reader: VideoReader, bar: tqdm) -> Iterator:
+    for frame in reader:
+        bar.update(1)
+        yield frame
+
+
+def run_inference(
+    detector: BackendDetector,
+    sources: Sequence[str | Path],
+    out_dir: str | Path,
+    *,
+    conf_threshold: float = 0.25,
+    batch_size: int = 8,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> InferenceRun:
+    """Detect objects in images, folders and videos; write annotated copies and ``predictions.json``.
+
+    Args:
+        detector: any backend's detector.
+        sources: image files, video files and folders of them.
+        out_dir: output folder (created); it must not be the folder of an input.
+        conf_threshold: keep detections scoring at least this.
+        batch_size: images (or frames) per model call.
+        progress: show progress bars (stderr).
+        log: where the per-file lines go.
+    """
+    image_files, video_files = collect_sources(sources)
+    out_dir = Path(out_dir).resolve()
+    for path in (*image_files, *video_files):
+        if path.resolve().parent == out_dir:
+            raise ValueError(f"the output folder {out_dir} holds the input {path}; choose another output folder")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    run = InferenceRun(out_dir)
+    category_ids = _category_ids(detector.class_names)
+    records: list[dict] = []
+    taken: set[str] = set()
+    with tqdm(total=len(image_files), unit="img", desc="images", disable=not progress or not image_files) as bar:
+        predictions = detector.iter_predict(image_files, conf_threshold, batch_size)
+        for image_id, prediction in enumerate(predictions):
+            run.outputs.append(prediction.save(_unique_path(out_dir, prediction.source.name, taken)))
+            records.extend(coco_records(prediction, image_id, category_ids, image_file=str(prediction.source)))
+            run.images += 1
+            bar.update(1)
+    for video in video_files:
+        frames_before = run.frames
+        with VideoReader(video) as reader:
+            target = _unique_path(out_dir, f"{video.stem}.mp4", taken)
+            total = reader.frame_count or None
+            with (
+                VideoWriter(target, reader.fps, reader.size) as writer,
+                tqdm(total=total, unit="frame", desc=video.name, disable=not progress) as bar,
+            ):
+                predictions = detector.iter_predict(_frames(reader, bar), conf_threshold, batch_size)
+                for frame_index, prediction in enumerate(predictions):
+                    writer.write(prediction.draw())
+                    image_id = run.images + run.frames
+                    records.extend(
+                        coco_records(prediction, image_id, category_ids, video_file=str(video), frame=frame_index)
+                    )
+                    run.frames += 1
+        run.outputs.append(target)
+        log(f"{video}: {run.frames - frames_before} frames -> {target}")
+    run.detections = len(records)
+    run.results_file.write_text(json.dumps(records, indent=1))
+    return run

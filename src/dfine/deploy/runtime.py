@@ -1,0 +1,183 @@
+"""Detection with any backend: one pre-processing, one post-processing, four runtimes.
+
+``open_backend(kind, ...)`` loads a model in PyTorch, onnxruntime, OpenVINO or TensorRT, and
+:class:`BackendDetector` wraps any of them with the pipeline of :class:`dfine.DFINE`: images as
+8-bit RGB (:func:`dfine.data.images.load_image`), squash-resized to the model's input size
+(:func:`dfine.data.images.to_model_input`, the official resize), the original (width, height) as
+``orig_target_sizes``; then a score threshold, boxes clipped to the image and class names. As only
+the runtime call differs, the backends' detections agree to the last bits of fp32.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+
+import torch
+from PIL import Image
+from torchvision.ops import clip_boxes_to_image
+
+from ..data.images import ImageInput, expand_sources, load_image, to_model_input
+from ..predictor import Prediction
+from .backend import Backend, Outputs, TorchBackend
+from .onnx import OnnxRuntimeBackend
+from .openvino import OpenVINOBackend
+from .tensorrt import TensorRTBackend
+from .wrapper import load_deploy_model
+
+__all__ = ["BACKENDS", "BackendDetector", "open_backend", "preprocess", "to_predictions"]
+
+BACKENDS: tuple[str, ...] = ("torch", "onnx", "openvino", "tensorrt")
+
+
+def open_backend(
+    kind: str,
+    model_file: str | Path | None = None,
+    *,
+    config: str | Path | None = None,
+    size: str | None = None,
+    device: str | None = None,
+    threads: int | None = None,
+) -> Backend:
+    """Load a model in one runtime.
+
+    Args:
+        kind: ``torch``, ``onnx``, ``openvino`` or ``tensorrt``.
+        model_file: the checkpoint (torch), ``.onnx`` (onnx, openvino), ``.xml`` (openvino) or engine
+            (tensorrt).
+        config: torch only: the YAML config the checkpoint was trained with (``-c``); without it the
+            size and class count come from the checkpoint.
+        size: torch only: the preset size when there is no config (inferred from the checkpoint if None).
+        device: ``cpu``/``cuda[:N]``; OpenVINO device names (``CPU``, ``GPU``) for openvino.
+        threads: CPU threads for onnxruntime and OpenVINO (None: the runtime's default).
+    """
+    if kind not in BACKENDS:
+        raise ValueError(f"unknown backend {kind!r}; choose one of {', '.join(BACKENDS)}")
+    if kind == "torch":
+        model, metadata = load_deploy_model(config, model_file, size=size)
+        return TorchBackend(model, metadata, device)
+    if model_file is None:
+        raise ValueError(f"the {kind} backend needs the exported model file (see 'dfine export')")
+    if config is not None:
+        raise ValueError(f"-c/--config applies to the torch backend; the {kind} file holds its model")
+    if kind == "onnx":
+        return OnnxRuntimeBackend(model_file, device, threads)
+    if kind == "openvino":
+        return OpenVINOBackend(model_file, device, threads)
+    return TensorRTBackend(model_file, device)
+
+
+def preprocess(images: Sequence[Image.Image], image_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``images [N, 3, S, S]`` in [0, 1] and ``orig_target_sizes [N, 2]`` (width, height) for RGB images."""
+    sizes = torch.tensor([image.size for image in images], dtype=torch.int64)  # PIL size is (w, h)
+    return to_model_input(images, image_size), sizes
+
+
+def to_predictions(
+    outputs: Outputs,
+    images: Sequence[Image.Image],
+    sources: Sequence[Path | None],
+    conf_threshold: float,
+    class_names: Sequence[str],
+) -> list[Prediction]:
+    """Per-image :class:`~dfine.predictor.Prediction` from batched outputs: threshold, clip, names.
+
+    ``sources[i]`` is the file image ``i`` came from (None for frames and in-memory images, whose
+    image is kept for drawing).
+    """
+    predictions = []
+    for labels, boxes, scores, image, source in zip(*outputs, images, sources):
+        keep = scores >= conf_threshold
+        labels = labels[keep]
+        width, height = image.size
+        predictions.append(
+            Prediction(
+                boxes=clip_boxes_to_image(boxes[keep], (height, width)),
+                scores=scores[keep],
+                labels=labels,
+                names=[class_names[i] if i < len(class_names) else f"class_{i}" for i in labels.tolist()],
+                image_size=(width, height),
+                source=source,
+                image=None if source is not None else image,
+            )
+        )
+    return predictions
+
+
+class BackendDetector:
+    """:class:`dfine.DFINE`'s ``predict`` on any backend.
+
+    Args:
+        backend: a loaded model (:func:`open_backend`).
+        class_names: one name per class; default: the names stored with the model.
+    """
+
+    def __init__(self, backend: Backend, class_names: Sequence[str] | None = None) -> None:
+        self.backend = backend
+        self.class_names = list(class_names) if class_names is not None else list(backend.metadata.class_names)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def image_size(self) -> int:
+        return self.backend.image_size
+
+    def _run(self, images: list[Image.Image]) -> Outputs:
+        """The backend on a batch; a static-batch model gets padded / split batches."""
+        fixed = self.backend.fixed_batch
+        if fixed is None:
+            return self.backend(*preprocess(images, self.image_size))
+        chunks = []
+        for start in range(0, len(images), fixed):
+            chunk = images[start : start + fixed]
+            padded = chunk + [chunk[-1]] * (fixed - len(chunk))  # repeat the last image to fill the batch
+            chunks.append([out[: len(chunk)] for out in self.backend(*preprocess(padded, self.image_size))])
+        return tuple(torch.cat(parts) for parts in zip(*chunks))
+
+    def detect(
+        self, images: list[Image.Image], sources: Sequence[Path | None], conf_threshold: float = 0.25
+    ) -> list[Prediction]:
+        """One batch of RGB images (any sizes) -> one :class:`Prediction` each."""
+        if not 0.0 <= conf_threshold <= 1.0:
+            raise ValueError(f"conf_threshold must be in [0, 1], got {conf_threshold}")
+        return to_predictions(self._run(images), images, sources, conf_threshold, self.class_names)
+
+    def iter_predict(
+        self, items: Iterable[ImageInput], conf_threshold: float = 0.25, batch_size: int = 8
+    ) -> Iterator[Prediction]:
+        """Predictions for ``items`` (paths, PIL images, arrays...), batch by batch, in order."""
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        batch: list[ImageInput] = []
+        for item in items:
+            batch.append(item)
+            if len(batch) == batch_size:
+                yield from self._predict_items(batch, conf_threshold)
+                batch = []
+        if batch:
+            yield from self._predict_items(batch, conf_threshold)
+
+    def _predict_items(self, items: list[ImageInput], conf_threshold: float) -> list[Prediction]:
+        images = [load_image(item) for item in items]
+        sources = [item if isinstance(item, Path) else None for item in items]
+        return self.detect(images, sources, conf_threshold)
+
+    def predict(
+        self,
+        source: ImageInput | Sequence[ImageInput],
+        conf_threshold: float = 0.25,
+        image_size: int | None = None,
+        batch_size: int = 8,
+    ) -> list[Prediction]:
+        """Detect objects in images, as :meth:`dfine.DFINE.predict` (same arguments and results).
+
+        ``image_size`` must be None or the model's input size: an exported model has a fixed one.
+        """
+        if image_size is not None and image_size != self.image_size:
+            raise ValueError(
+                f"this {self.backend.name} model takes {self.image_size}x{self.image_size} inputs, not "
+                f"{image_size}; re-export it for another size"
+            )
+        return list(self.iter_predict(expand_sources(source), conf_threshold, batch_size))
