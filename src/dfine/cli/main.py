@@ -234,3 +234,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (_UsageError, ValueError, OSError) as err:
         print(f"dfine: error: {_one_line(err)}", file=sys.stderr)
         return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
