@@ -104,16 +104,33 @@ class DFINE(nn.Module):
             raise ValueError(f"images must be [B, 3, H, W], got shape {list(images.shape)}")
         return self.decoder(self.encoder(self.backbone(images)), targets)
 
-    def deploy(self) -> DFINE:
+    def deploy(self, *, fold_backbone_bn: bool = False, channels_last: bool = False) -> DFINE:
         """Convert in place to the inference form and return ``self``.
 
         Sets eval mode, folds BatchNorm into the encoder's convs, merges the RepVGG branches, drops
         the decoder heads that inference never runs and precomputes the FDR bin values, as the
         official ``convert_to_deploy`` does. Outputs equal the eval-mode outputs.
+
+        Two opt-in CPU speedups change the fp32 rounding: logits then differ from the official fp32
+        outputs by up to ~2e-4, about as far as those are from a float64 evaluation of the same
+        weights (see ``benchmarks/RESULTS.md``). Neither changes the state_dict keys or shapes.
+
+        Args:
+            fold_backbone_bn: also fold the backbone's BatchNorms (and positive LAB scales) into its
+                convs, through a cache outside the state_dict (the official deploy keeps them).
+            channels_last: store the conv weights channels-last, so that convolutions and the ops
+                between them run in NHWC, which oneDNN runs without layout conversions.
         """
         self.eval()
         for module in self.modules():
             convert = getattr(module, "convert_to_deploy", None)
             if convert is not None:
                 convert()
+        if fold_backbone_bn:
+            for module in self.backbone.modules():
+                fold = getattr(module, "fold_batch_norm", None)
+                if fold is not None:
+                    fold()
+        if channels_last:
+            self.to(memory_format=torch.channels_last)
         return self

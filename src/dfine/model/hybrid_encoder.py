@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import ConvNormLayer, activation_layer, fuse_conv_bn
+from .layers import ConvNormLayer, activation_layer, apply_activation, fuse_conv_bn
 
 __all__ = ["HybridEncoder", "sincos_position_embedding_2d"]
 
@@ -39,6 +39,13 @@ def sincos_position_embedding_2d(
     out_w = grid_w.flatten()[:, None] @ omega[None]
     out_h = grid_h.flatten()[:, None] @ omega[None]
     return torch.cat([out_w.sin(), out_w.cos(), out_h.sin(), out_h.cos()], dim=1)[None]
+
+
+def _memory_format(x: torch.Tensor) -> torch.memory_format:
+    """``channels_last`` for a channels-last (and not also contiguous) 4-d tensor, else contiguous."""
+    if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+        return torch.channels_last
+    return torch.contiguous_format
 
 
 class TransformerEncoderLayer(nn.Module):
@@ -110,8 +117,8 @@ class VGGBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if hasattr(self, "conv"):
-            return self.act(self.conv(x))
-        return self.act(self.conv1(x) + self.conv2(x))
+            return apply_activation(self.act, self.conv(x))
+        return apply_activation(self.act, self.conv1(x) + self.conv2(x))
 
     @torch.no_grad()
     def convert_to_deploy(self) -> None:
@@ -300,7 +307,9 @@ class HybridEncoder(nn.Module):
             height, width = proj_feats[level].shape[2:]
             src = proj_feats[level].flatten(2).permute(0, 2, 1)  # [B, H*W, D]
             memory = encoder(src, pos_embed=self._position_embedding(level, height, width, src))
-            proj_feats[level] = memory.permute(0, 2, 1).reshape(-1, self.hidden_dim, height, width).contiguous()
+            memory = memory.permute(0, 2, 1).reshape(-1, self.hidden_dim, height, width)
+            # keep the input's layout: a channels-last map stays channels-last (a free view here)
+            proj_feats[level] = memory.contiguous(memory_format=_memory_format(proj_feats[level]))
 
         # top-down: coarse -> fine
         num_levels = len(self.in_channels)

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["ConvNormLayer", "MLP", "activation_layer", "fuse_conv_bn"]
+__all__ = ["ConvNormLayer", "MLP", "activation_layer", "apply_activation", "eager_inference", "fuse_conv_bn"]
 
 _ACTIVATIONS: dict[str, type[nn.Module]] = {
     "relu": nn.ReLU,
@@ -24,6 +25,31 @@ def activation_layer(name: str | None) -> nn.Module:
     if key not in _ACTIVATIONS:
         raise ValueError(f"unknown activation {name!r}; choose one of {sorted(_ACTIVATIONS)}")
     return _ACTIVATIONS[key]()
+
+
+def eager_inference() -> bool:
+    """True when autograd is off and no tracer, exporter or compiler is recording.
+
+    Gates the eager-only inference paths (the gather-based deformable attention, the slice max-pool):
+    training, gradients, ``torch.jit.trace``, ONNX export and ``torch.compile`` see the reference ops.
+    """
+    is_compiling = getattr(torch.compiler, "is_compiling", None)  # torch >= 2.3
+    return not (torch.is_grad_enabled() or torch.jit.is_tracing() or (is_compiling is not None and is_compiling()))
+
+
+def apply_activation(act: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``act(x)``, computed in place when autograd is off and ``act`` is ReLU or SiLU.
+
+    Same values as ``act(x)``; it only saves a buffer. Call it only on a fresh tensor that nothing
+    else reads (a conv or sum output).
+    """
+    if torch.is_grad_enabled():
+        return act(x)
+    if isinstance(act, nn.ReLU):
+        return x.relu_()
+    if isinstance(act, nn.SiLU):
+        return F.silu(x, inplace=True)
+    return act(x)
 
 
 def fuse_conv_bn(conv: nn.Conv2d, bn: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
@@ -56,16 +82,14 @@ class ConvNormLayer(nn.Module):
     ) -> None:
         super().__init__()
         padding = (kernel_size - 1) // 2 if padding is None else padding
-        self.conv = nn.Conv2d(
-            in_channels, out_channels, kernel_size, stride, padding=padding, groups=groups, bias=bias
-        )
+        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding=padding, groups=groups, bias=bias)
         self.norm = nn.BatchNorm2d(out_channels)
         self.act = activation_layer(act)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if hasattr(self, "conv_bn_fused"):
-            return self.act(self.conv_bn_fused(x))
-        return self.act(self.norm(self.conv(x)))
+            return apply_activation(self.act, self.conv_bn_fused(x))
+        return apply_activation(self.act, self.norm(self.conv(x)))
 
     @torch.no_grad()
     def convert_to_deploy(self) -> None:
@@ -92,9 +116,7 @@ class ConvNormLayer(nn.Module):
 class MLP(nn.Module):
     """``num_layers`` Linear layers with an activation between them (none after the last)."""
 
-    def __init__(
-        self, input_dim: int, hidden_dim: int, output_dim: int, num_layers: int, act: str = "relu"
-    ) -> None:
+    def __init__(self, input_dim: int, hidden_dim: int, output_dim: int, num_layers: int, act: str = "relu") -> None:
         super().__init__()
         hidden = [hidden_dim] * (num_layers - 1)
         self.layers = nn.ModuleList(
