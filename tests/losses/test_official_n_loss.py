@@ -67,9 +67,7 @@ def test_matchings_match_official(oracle, official_n_weights, fixture_images):
     for (rows, cols), (ref_rows, ref_cols) in zip(main, oracle["no_dn"]["indices_main"], strict=True):
         assert rows.tolist() == ref_rows.tolist() and cols.tolist() == ref_cols.tolist()
     others = [matcher(a, targets) for a in outputs["aux_outputs"]]
-    others += [matcher(outputs["pre_outputs"], targets)] + [
-        matcher(e, targets) for e in outputs["enc_aux_outputs"]
-    ]
+    others += [matcher(outputs["pre_outputs"], targets)] + [matcher(e, targets) for e in outputs["enc_aux_outputs"]]
     union = union_of_matchings([main] + others)
     for (rows, cols), (ref_rows, ref_cols) in zip(union, oracle["no_dn"]["indices_go"], strict=True):
         assert dict(zip(rows.tolist(), cols.tolist())) == dict(zip(ref_rows.tolist(), ref_cols.tolist()))

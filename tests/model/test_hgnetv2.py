@@ -10,9 +10,7 @@ from dfine.model.hgnetv2 import HGNETV2_ARCHS, HGNetv2, load_hgnetv2_pretrained
 
 @pytest.mark.parametrize("name", sorted(HGNETV2_ARCHS))
 def test_every_arch_builds_and_strides(name):
-    net = HGNetv2(
-        name, use_lab=name in {"B0", "B1", "B2"}, return_idx=(0, 1, 2, 3), freeze_at=-1, freeze_norm=False
-    )
+    net = HGNetv2(name, use_lab=name in {"B0", "B1", "B2"}, return_idx=(0, 1, 2, 3), freeze_at=-1, freeze_norm=False)
     feats = net.eval()(torch.rand(1, 3, 64, 64))
     assert [f.shape[-1] for f in feats] == [16, 8, 4, 2]
     assert [f.shape[1] for f in feats] == net.out_channels

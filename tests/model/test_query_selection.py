@@ -18,9 +18,7 @@ def test_anchor_centres_sizes_and_validity():
     assert torch.isinf(anchors[0, 8:]).all() or valid[0, 8:].all()
 
 
-@pytest.mark.parametrize(
-    ("shapes", "invalid"), [([(40, 40), (20, 20)], 0), ([(80, 80), (40, 40), (20, 20)], 316)]
-)
+@pytest.mark.parametrize(("shapes", "invalid"), [([(40, 40), (20, 20)], 0), ([(80, 80), (40, 40), (20, 20)], 316)])
 def test_invalid_anchor_counts_match_official(shapes, invalid):
     anchors, valid = generate_anchors(shapes)
     assert int((~valid).sum()) == invalid

@@ -33,9 +33,7 @@ def build_schedule(policy: dict[str, Any] | None, multiscale_stop_epoch: int | N
     name = policy.get("name", "stop_epoch")
     if name != "stop_epoch":
         raise ValueError(f"transforms.policy.name {name!r} is not supported; use stop_epoch")
-    return AugmentationSchedule(
-        policy.get("epoch"), tuple(policy.get("ops", OFFICIAL_STOP_OPS)), multiscale_stop_epoch
-    )
+    return AugmentationSchedule(policy.get("epoch"), tuple(policy.get("ops", OFFICIAL_STOP_OPS)), multiscale_stop_epoch)
 
 
 def build_pipeline(

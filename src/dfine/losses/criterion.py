@@ -131,9 +131,7 @@ class DFINECriterion(nn.Module):
         self.num_classes = num_classes
         self.reg_max = reg_max
 
-    def forward(
-        self, outputs: dict, targets: list[dict[str, torch.Tensor]], **_: object
-    ) -> dict[str, torch.Tensor]:
+    def forward(self, outputs: dict, targets: list[dict[str, torch.Tensor]], **_: object) -> dict[str, torch.Tensor]:
         """``outputs`` is the model's train-mode dict; extra keyword arguments (epoch, step...) are
         accepted for compatibility with the official call and ignored."""
         device = outputs["pred_logits"].device
@@ -158,15 +156,10 @@ class DFINECriterion(nn.Module):
         fdr = {"up": outputs.get("up"), "reg_scale": outputs.get("reg_scale")}
 
         heads = [_Head("", outputs, main_matching, union, num_union, union)]
-        heads += [
-            _Head(f"_aux_{i}", a, m, union, num_union, union)
-            for i, (a, m) in enumerate(zip(aux, aux_matchings))
-        ]
+        heads += [_Head(f"_aux_{i}", a, m, union, num_union, union) for i, (a, m) in enumerate(zip(aux, aux_matchings))]
         if pre is not None:
             heads.append(_Head("_pre", pre, pre_matching, union, num_union, union))
-        heads += [
-            _Head(f"_enc_{i}", e, m, union, num_union, m) for i, (e, m) in enumerate(zip(enc, enc_matchings))
-        ]
+        heads += [_Head(f"_enc_{i}", e, m, union, num_union, m) for i, (e, m) in enumerate(zip(enc, enc_matchings))]
         if "dn_outputs" in outputs:
             dn_matching = denoising_matching(outputs["dn_meta"], targets)
             dn_num = max(num_boxes * outputs["dn_meta"]["dn_num_group"], 1)
@@ -207,13 +200,9 @@ class DFINECriterion(nn.Module):
         terms: dict[str, torch.Tensor] = {}
         if "vfl" in self.losses:
             idx = _matched_idx(head.own_matching)
-            ious = L.paired_iou(
-                out["pred_boxes"][idx], _gather_targets(targets, head.own_matching, "boxes")
-            ).detach()
+            ious = L.paired_iou(out["pred_boxes"][idx], _gather_targets(targets, head.own_matching, "boxes")).detach()
             labels = _gather_targets(targets, head.own_matching, "labels")
-            terms["loss_vfl"] = L.varifocal_loss(
-                out["pred_logits"], idx, labels, ious, vfl_num, self.alpha, self.gamma
-            )
+            terms["loss_vfl"] = L.varifocal_loss(out["pred_logits"], idx, labels, ious, vfl_num, self.alpha, self.gamma)
         if "boxes" in self.losses:
             idx = _matched_idx(head.box_matching)
             src = out["pred_boxes"][idx]
@@ -221,9 +210,7 @@ class DFINECriterion(nn.Module):
             terms["loss_bbox"] = L.l1_box_loss(src, tgt, head.box_num)
             terms["loss_giou"] = L.giou_box_loss(src, tgt, head.box_num)
         if "local" in self.losses and "pred_corners" in out:
-            terms.update(
-                self._local_losses(out, targets, head.local_matching, head.box_num, fdr, num_pos, num_neg)
-            )
+            terms.update(self._local_losses(out, targets, head.local_matching, head.box_num, fdr, num_pos, num_neg))
         return terms
 
     def _local_losses(

@@ -135,9 +135,7 @@ def decoupled_distillation_loss(
     return (loss_matched * num_pos + loss_unmatched * num_neg) / (num_pos + num_neg)
 
 
-def ddf_balance(
-    num_matched: int, batch: int, num_queries: int, device=None
-) -> tuple[torch.Tensor, torch.Tensor]:
+def ddf_balance(num_matched: int, batch: int, num_queries: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:
     """DDF's matched / unmatched weights: square roots of the edge counts scaled to a batch of 8."""
     scale = DDF_REFERENCE_BATCH / batch
     pos = torch.tensor(4 * num_matched * scale, device=device) ** 0.5

@@ -74,9 +74,7 @@ class HungarianMatcher(nn.Module):
         matching = []
         for i, image_cost in enumerate(cost.split(sizes, -1)):
             rows, cols = linear_sum_assignment(image_cost[i].numpy())
-            matching.append(
-                (torch.as_tensor(rows, dtype=torch.int64), torch.as_tensor(cols, dtype=torch.int64))
-            )
+            matching.append((torch.as_tensor(rows, dtype=torch.int64), torch.as_tensor(cols, dtype=torch.int64)))
         return matching
 
 

@@ -16,9 +16,7 @@ from ..ops.boxes import box_xyxy_to_cxcywh
 __all__ = ["weighting_function", "distribution_integral", "distance2bbox", "bbox2distance", "bin_targets"]
 
 
-def weighting_function(
-    reg_max: int, up: torch.Tensor, reg_scale: torch.Tensor, precise: bool = False
-) -> torch.Tensor:
+def weighting_function(reg_max: int, up: torch.Tensor, reg_scale: torch.Tensor, precise: bool = False) -> torch.Tensor:
     """Bin values ``W`` of the edge distributions, ``[reg_max + 1]``, symmetric around 0.
 
     With ``a = |up| * |reg_scale|`` and ``step = (a + 1) ** (2 / (reg_max - 2))``:

@@ -81,9 +81,7 @@ class PostProcessor(nn.Module):
         """
         orig_target_sizes = torch.as_tensor(orig_target_sizes, device=outputs["pred_boxes"].device)
         if orig_target_sizes.ndim != 2 or orig_target_sizes.shape[-1] != 2:
-            raise ValueError(
-                f"orig_target_sizes must be [B, 2] (width, height), got {list(orig_target_sizes.shape)}"
-            )
+            raise ValueError(f"orig_target_sizes must be [B, 2] (width, height), got {list(orig_target_sizes.shape)}")
         labels, boxes, scores = self.decode(outputs, orig_target_sizes)
         if self.remap_mscoco_category:
             labels = self.category_ids.to(labels.device)[labels]
