@@ -3,7 +3,9 @@
     python benchmarks/train_step.py --size n --batch 4 --image-size 640 --steps 12 --warmup 2
 
 Reports the median step and its parts (forward, criterion, backward, clip + optimizer step), with and
-without the FDR / GO-LSD losses (FGL and DDF), and the peak resident memory of each variant.
+without the FDR / GO-LSD losses (FGL and DDF), and the peak resident memory of each variant. The
+model and images are channels-last as the trainer runs them (``--nchw`` for the official layout);
+``--amp`` runs the forward under bf16 autocast and the criterion in fp32, as ``--use-amp`` does on CPU.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import torch
 
 import dfine
 from dfine.engine.optim import ParamGroupSpec, build_optimizer
+from dfine.engine.trainer import _to_float
 
 OFFICIAL_GROUPS = [
     ParamGroupSpec("^(?=.*backbone)(?!.*norm|bn).*$", {"lr": 0.0004}),
@@ -43,20 +46,32 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def measure(size: str, batch: int, image_size: int, steps: int, warmup: int, local_losses: bool) -> dict[str, float]:
+def measure(
+    size: str,
+    batch: int,
+    image_size: int,
+    steps: int,
+    warmup: int,
+    local_losses: bool,
+    channels_last: bool = True,
+    amp: bool = False,
+) -> dict[str, float]:
     torch.manual_seed(0)
-    model = dfine.build_model(size).train()
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    model = dfine.build_model(size).train().to(memory_format=memory_format)
     weights = None if local_losses else {"loss_vfl": 1, "loss_bbox": 5, "loss_giou": 2}
     losses = ("vfl", "boxes", "local") if local_losses else ("vfl", "boxes")
     criterion = dfine.build_criterion(weight_dict=weights, losses=losses) if weights else dfine.build_criterion()
     optimizer = build_optimizer(model, "AdamW", 0.0008, 0.0001, (0.9, 0.999), groups=OFFICIAL_GROUPS)
     generator = torch.Generator().manual_seed(0)
-    images = torch.rand(batch, 3, image_size, image_size, generator=generator)
+    images = torch.rand(batch, 3, image_size, image_size, generator=generator).contiguous(memory_format=memory_format)
     targets = _targets(batch, generator)
     parts: dict[str, list[float]] = {"forward": [], "criterion": [], "backward": [], "step": [], "total": []}
     for i in range(warmup + steps):
         t0 = time.perf_counter()
-        outputs = model(images, targets=targets)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+            outputs = model(images, targets=targets)
+        outputs = _to_float(outputs)
         t1 = time.perf_counter()
         loss = sum(criterion(outputs, targets).values())
         t2 = time.perf_counter()
@@ -80,23 +95,33 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=12)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--nchw", action="store_true", help="official NCHW layout instead of channels-last")
+    parser.add_argument("--amp", action="store_true", help="bf16 autocast forward (the trainer's --use-amp on CPU)")
     parser.add_argument("--variant", choices=["local", "no-local"], help="run one variant in this process")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.variant:
-        result = measure(args.size, args.batch, args.image_size, args.steps, args.warmup, args.variant == "local")
+        result = measure(
+            args.size, args.batch, args.image_size, args.steps, args.warmup,
+            local_losses=args.variant == "local", channels_last=not args.nchw, amp=args.amp,
+        )  # fmt: skip
         name = "with FGL + DDF (official)" if args.variant == "local" else "without FGL / DDF"
         print(
             f"{name:<28}{result['total']:8.0f}{result['forward']:8.0f}{result['criterion']:8.0f}"
             f"{result['backward']:8.0f}{result['step']:8.0f}{_peak_rss_mb():13.0f}"
         )
         return
-    print(f"D-FINE-{args.size.upper()} train step, batch {args.batch}, {args.image_size}px, {args.threads} threads")
+    layout = "NCHW" if args.nchw else "channels-last"
+    precision = "bf16 autocast" if args.amp else "fp32"
+    print(
+        f"D-FINE-{args.size.upper()} train step, batch {args.batch}, {args.image_size}px, {args.threads} threads, "
+        f"{layout}, {precision}"
+    )
     print(f"{'variant (median ms)':<28}{'total':>8}{'fwd':>8}{'crit':>8}{'bwd':>8}{'step':>8}{'peak RSS MB':>13}")
     for variant in ("no-local", "local"):  # one process each, so the peak memory is the variant's own
         argv = [sys.executable, __file__, "--variant", variant, "--size", args.size, "--batch", str(args.batch),
                 "--image-size", str(args.image_size), "--steps", str(args.steps), "--warmup", str(args.warmup),
-                "--threads", str(args.threads)]  # fmt: skip
+                "--threads", str(args.threads)] + ["--nchw"] * args.nchw + ["--amp"] * args.amp  # fmt: skip
         subprocess.run(argv, check=True)
 
 

@@ -142,6 +142,7 @@ class TrainConfig:
     grad_accum_steps: int = 1
     early_stopping_patience: int = 0
     eval_freq: int = 1
+    channels_last: bool = True
     raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
 
@@ -164,6 +165,7 @@ _RUNTIME_TOP = {
     "lr_gamma", "warmup_iter", "flat_epoch", "no_aug_epoch", "use_focal_loss", "eval_spatial_size",
     "HGNetv2", "HybridEncoder", "DFINETransformer", "PostProcessor", "DFINEPostProcessor", "DFINECriterion",
     "seed", "device", "grad_accum_steps", "early_stopping_patience", "eval_freq", "resume", "tuning", "test_only",
+    "channels_last",
 }  # fmt: skip
 
 
@@ -406,6 +408,7 @@ def train_config_from_dict(raw: dict[str, Any], source: str = "<dict>") -> Train
         grad_accum_steps=reader.typed(raw.get("grad_accum_steps", 1), int, "grad_accum_steps"),
         early_stopping_patience=reader.typed(raw.get("early_stopping_patience", 0), int, "early_stopping_patience"),
         eval_freq=reader.typed(raw.get("eval_freq", 1), int, "eval_freq"),
+        channels_last=reader.typed(raw.get("channels_last", True), bool, "channels_last"),
         raw=raw,
     )
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 from pathlib import Path
 from typing import Any
 
@@ -178,7 +179,7 @@ def build_trainer(cfg: TrainConfig, run: RunOptions) -> tuple[Trainer, dict[str,
         report = load_for_finetuning(model, run.tuning, list(category_map.class_names))
         if is_main_process():
             print(f"fine-tuning from {run.tuning}: {report.summary()}")
-    model = model.to(device)
+    model = model.to(device, memory_format=torch.channels_last) if cfg.channels_last else model.to(device)
     if is_distributed() and cfg.sync_bn:
         if device.type == "cuda":
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
@@ -196,7 +197,8 @@ def build_trainer(cfg: TrainConfig, run: RunOptions) -> tuple[Trainer, dict[str,
     optimizer = build_optimizer(model, o.type, o.lr, o.weight_decay, o.betas, o.momentum, list(o.groups))
     train_loader = _loader(train_set, cfg.train, True, cfg.seed) if train_set is not None else []
     val_loader = _loader(val_set, cfg.val, False, cfg.seed)
-    iters = max(1, len(train_loader)) if train_set is not None else 1
+    # schedules count optimizer steps: with accumulation, one per grad_accum_steps batches (and the tail)
+    iters = max(1, math.ceil(len(train_loader) / max(1, cfg.grad_accum_steps))) if train_set is not None else 1
     lr_scheduler, warmup, iteration_scheduler = _schedules(cfg, optimizer, iters)
 
     schedule = getattr(train_set, "schedule", None)
@@ -247,6 +249,7 @@ def build_trainer(cfg: TrainConfig, run: RunOptions) -> tuple[Trainer, dict[str,
             seed=cfg.seed,
             early_stopping_patience=cfg.early_stopping_patience,
             eval_freq=cfg.eval_freq,
+            channels_last=cfg.channels_last,
             metadata=metadata,
         ),
         set_epoch=set_epoch,

@@ -104,6 +104,36 @@ HGNETV2_ARCHS: dict[str, HGNetv2Arch] = {
 }
 
 
+class _ReluAffine(torch.autograd.Function):
+    """``scale * relu(x) + bias`` (ReLU then LAB) for training, with a hand-written backward.
+
+    Same values as the two modules (the product and the sum are rounded as ``scale * r + bias``);
+    it keeps one full-size buffer (the ReLU output) for backward and allocates fewer per layer, which
+    matters on the large early maps of the backbone.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        relu = x.clamp_min(0)
+        ctx.save_for_backward(relu, scale)
+        return relu.mul(scale).add_(bias)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        relu, scale = ctx.saved_tensors
+        grad_x = grad_scale = grad_bias = None
+        if ctx.needs_input_grad[0]:
+            # ReLU's own backward rule (zero where the output is 0), then the LAB scale
+            grad_x = torch.ops.aten.threshold_backward(grad, relu, 0).mul_(scale)
+        if ctx.needs_input_grad[1]:
+            # the product's cascade sum, as autograd reduces it: the terms cancel to ~1 % of their size,
+            # so a BLAS dot (other summation order) lands measurably elsewhere
+            grad_scale = (grad * relu).sum().reshape(1)
+        if ctx.needs_input_grad[2]:
+            grad_bias = grad.sum().reshape(1)
+        return grad_x, grad_scale, grad_bias
+
+
 class LearnableAffineBlock(nn.Module):
     """``scale * x + bias`` with two learnable scalars (the "lab" of PP-HGNetV2)."""
 
@@ -162,6 +192,13 @@ class ConvBNAct(nn.Module):
             conv = self.conv
             x = F.conv2d(x, self.folded_weight, self.folded_bias, conv.stride, conv.padding, conv.dilation, conv.groups)
         if torch.is_grad_enabled():
+            if (
+                isinstance(self.lab, LearnableAffineBlock)
+                and not self.lab_scale_folded
+                and x.dtype == self.lab.scale.dtype
+                and not torch.jit.is_tracing()
+            ):
+                return _ReluAffine.apply(x, self.lab.scale, self.lab.bias)
             x = self.act(x)
             return x + self.lab.bias if self.lab_scale_folded else self.lab(x)
         # no autograd: x is a fresh buffer, update it in place (bitwise the same as the modules)
