@@ -33,6 +33,7 @@ def test_resumed_run_ends_with_identical_weights(tiny_config_file, tmp_path):
     assert full_state["dfine"]["class_names"] == ["circle", "square", "triangle", "star", "cross"]
     log = [json.loads(line) for line in (tmp_path / "full" / "log.txt").read_text().splitlines()]
     assert [r["epoch"] for r in log] == [0, 1] and len(log[-1]["test_coco_eval_bbox"]) == 12
+    assert all(r["time_train_s"] > 0 and r["time_eval_s"] > 0 for r in log)  # where each epoch's time went
     for name in ("best_stg1.pth", "best.pth", "checkpoint0000.pth", "config.yml", "summary.json"):
         assert (tmp_path / "full" / name).exists(), name
     best = torch.load(tmp_path / "full" / "best.pth", weights_only=True)

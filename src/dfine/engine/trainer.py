@@ -348,7 +348,9 @@ class Trainer:
             if epoch == stop_epoch and epoch > 0:
                 self._start_stage2()
 
+            epoch_start = time.time()
             train_stats = self.train_one_epoch(epoch)
+            train_seconds = time.time() - epoch_start
             if self.lr_scheduler is not None and (self.warmup is None or self.warmup.finished()):
                 self.lr_scheduler.step()
             self.last_epoch = epoch
@@ -356,9 +358,12 @@ class Trainer:
                 self._save(f"checkpoint{epoch:04}.pth")
 
             result = None
+            eval_start = time.time()
             if (epoch + 1) % max(1, opts.eval_freq) == 0 or epoch + 1 == opts.epochs:
                 result = self.evaluate()
             record: dict[str, Any] = {"epoch": epoch, **{f"train_{k}": v for k, v in train_stats.items()}}
+            record["time_train_s"] = round(train_seconds, 2)
+            record["time_eval_s"] = round(time.time() - eval_start, 2) if result is not None else 0.0
             if result is not None:
                 record["test_coco_eval_bbox"] = result.as_list()
                 self._track_best(epoch, result, stage2=epoch >= stop_epoch)
