@@ -18,10 +18,10 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 from torchvision.ops import clip_boxes_to_image
 
-from .config.presets import MODEL_PRESETS, model_config, model_config_from_dict
+from .config.presets import model_config, model_config_from_dict
 from .data.coco_classes import COCO_CLASS_NAMES
 from .data.images import ImageInput, expand_sources, load_image, to_model_input
-from .engine.checkpoint import CheckpointError, extract_state_dict, infer_model_size, load_checkpoint, read_checkpoint
+from .engine.checkpoint import extract_state_dict, infer_model_size, load_checkpoint, preset_config_for, read_checkpoint
 from .model.dfine import DFINE as DFINEModel
 from .model.postprocess import PostProcessor
 
@@ -41,7 +41,6 @@ _PALETTE: tuple[tuple[int, int, int], ...] = (
     (0, 128, 128), (220, 190, 255), (170, 110, 40), (255, 250, 200), (128, 0, 0),
     (170, 255, 195), (128, 128, 0), (255, 215, 180), (0, 0, 128), (128, 128, 128),
 )  # fmt: skip
-_SCORE_KEY = "decoder.enc_score_head.weight"  # [num_classes, hidden]: the class count of a checkpoint
 
 
 class RandomWeightsWarning(UserWarning):
@@ -227,16 +226,8 @@ class DFINE:
             load_checkpoint(model, path)
             names = class_names if class_names is not None else meta.get("class_names")
             return cls(model.deploy(), class_names=names, device=device)
-        if size is None:
-            size = infer_model_size(state)
-            if size is None:
-                raise CheckpointError(
-                    f"{path}: the weights match no D-FINE size ({', '.join(MODEL_PRESETS)}); pass size= "
-                    "explicitly, or build the model with dfine.build_model(...) and use DFINE(model)"
-                )
-        if _SCORE_KEY not in state:
-            raise CheckpointError(f"{path}: no {_SCORE_KEY!r}, so this is not a D-FINE checkpoint")
-        model = DFINEModel.from_config(model_config(size, num_classes=int(state[_SCORE_KEY].shape[0])))
+        fix = "pass size= explicitly, or build the model with dfine.build_model(...) and use DFINE(model)"
+        model = DFINEModel.from_config(preset_config_for(state, path, size, fix))
         load_checkpoint(model, path)  # strict: errors list the keys that do not fit
         return cls(model.deploy(), class_names=class_names, device=device)
 

@@ -95,3 +95,17 @@ def test_file_without_weights(tmp_path):
     torch.save({"last_epoch": 3, "date": "today"}, path)
     with pytest.raises(CheckpointError, match="no model weights found"):
         dfine.load_checkpoint(dfine.build_model("n"), path)
+
+
+def test_preset_config_for_reads_size_and_classes_or_says_why_not():
+    from dfine.engine.checkpoint import preset_config_for
+
+    state = dfine.build_model("s", num_classes=7).state_dict()
+    cfg = preset_config_for(state, "s.pth")
+    assert cfg == dfine.config.presets.model_config("s", num_classes=7)
+    assert preset_config_for(state, "s.pth", size="s") == cfg
+    with pytest.raises(CheckpointError, match=r"other\.pth: no 'decoder\.enc_score_head\.weight'.*not a D-FINE"):
+        preset_config_for({"weight": torch.zeros(1)}, "other.pth")
+    odd = {k: v for k, v in state.items() if not k.startswith("encoder.input_proj.")}
+    with pytest.raises(CheckpointError, match=r"odd\.pth: the weights match no D-FINE size .*; pass -c"):
+        preset_config_for(odd, "odd.pth", fix="pass -c")

@@ -67,6 +67,12 @@ def test_resume_from_another_size_is_refused(tiny_config_file, tmp_path, capsys)
     torch.save({"model": dfine.build_model("s").state_dict(), "last_epoch": 0}, bad)
     assert train_main(["-c", str(tiny_config_file), "-r", str(bad), "--output-dir", str(tmp_path / "x")]) == 2
     assert "does not match this config" in capsys.readouterr().err
+    # --test-only: the same checkpoint is refused with the differences and advice for this command
+    assert train_main(["-c", str(tiny_config_file), "-r", str(bad), "--test-only", "--output-dir",
+                       str(tmp_path / "y")]) == 2  # fmt: skip
+    err = capsys.readouterr().err
+    assert "shape mismatch" in err and "looks like D-FINE-S" in err
+    assert "with the config it was trained with (-c)" in err and "strict=False" not in err
 
 
 def test_non_finite_loss_names_step_and_checkpoint(tiny_config_file, tmp_path, monkeypatch):

@@ -22,9 +22,17 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..config.presets import MODEL_PRESETS, ModelConfig, model_config
+from ..config.presets import ModelConfig, model_config
 from ..config.schema import load_train_config
-from ..engine.checkpoint import CheckpointError, extract_state_dict, infer_model_size, load_checkpoint, read_checkpoint
+from ..engine.checkpoint import (
+    SCORE_HEAD_KEY,
+    CheckpointError,
+    extract_state_dict,
+    infer_model_size,
+    load_checkpoint,
+    preset_config_for,
+    read_checkpoint,
+)
 from ..model.dfine import DFINE as DFINEModel
 from ..model.postprocess import PostProcessor
 from ..predictor import RandomWeightsWarning
@@ -34,7 +42,6 @@ __all__ = ["DeployModel", "load_deploy_model", "INPUT_NAMES", "OUTPUT_NAMES"]
 
 INPUT_NAMES: tuple[str, str] = ("images", "orig_target_sizes")
 OUTPUT_NAMES: tuple[str, str, str] = ("labels", "boxes", "scores")
-_SCORE_KEY = "decoder.enc_score_head.weight"  # [num_classes, hidden]: the class count of a checkpoint
 _DEFAULT_IMAGE_SIZE = 640  # when the config leaves eval_spatial_size unset
 
 
@@ -86,16 +93,7 @@ def _image_size(cfg: ModelConfig) -> int:
 def _config_from_checkpoint(checkpoint: Path, size: str | None) -> ModelConfig:
     """The preset model a checkpoint's weights fit (size inferred unless given), with its class count."""
     state, _ = extract_state_dict(read_checkpoint(checkpoint), checkpoint)
-    if _SCORE_KEY not in state:
-        raise CheckpointError(f"{checkpoint}: no {_SCORE_KEY!r}, so this is not a D-FINE checkpoint")
-    if size is None:
-        size = infer_model_size(state)
-        if size is None:
-            raise CheckpointError(
-                f"{checkpoint}: the weights match no D-FINE size ({', '.join(MODEL_PRESETS)}); "
-                "pass the training config with -c CONFIG"
-            )
-    return model_config(size, num_classes=int(state[_SCORE_KEY].shape[0]))
+    return preset_config_for(state, checkpoint, size, "pass the training config with -c CONFIG")
 
 
 def _load_strict(model: DFINEModel, checkpoint: Path, built_from: str) -> None:
@@ -110,7 +108,7 @@ def _load_strict(model: DFINEModel, checkpoint: Path, built_from: str) -> None:
     state, _ = extract_state_dict(read_checkpoint(checkpoint), checkpoint)
     size = infer_model_size(state)
     looks_like = f"; the checkpoint looks like D-FINE-{size.upper()}" if size else ""
-    classes = f" with {state[_SCORE_KEY].shape[0]} classes" if size and _SCORE_KEY in state else ""
+    classes = f" with {state[SCORE_HEAD_KEY].shape[0]} classes" if size and SCORE_HEAD_KEY in state else ""
     raise CheckpointError(
         f"{checkpoint} does not fit the model of {built_from}: {len(report.mismatched)} tensors of another "
         f"shape{example}, {len(report.missing)} missing and {len(report.unexpected)} unexpected keys"

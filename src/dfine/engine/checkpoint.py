@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..config.presets import MODEL_PRESETS
+from ..config.presets import MODEL_PRESETS, ModelConfig, model_config
 
 __all__ = [
     "CheckpointError",
@@ -145,13 +145,39 @@ def infer_model_size(state_dict: Mapping[str, torch.Tensor]) -> str | None:
     return None
 
 
+SCORE_HEAD_KEY = "decoder.enc_score_head.weight"  # [num_classes, hidden]: the class count of a checkpoint
+
+
+def preset_config_for(
+    state_dict: Mapping[str, torch.Tensor], source: str | Path, size: str | None = None, fix: str = ""
+) -> ModelConfig:
+    """The preset model config a checkpoint-layout state_dict fits: its size (inferred unless given)
+    and its class count (the rows of the encoder's score head).
+
+    Raises:
+        CheckpointError: not a D-FINE state_dict, or no preset has its layout (``fix`` says what to do).
+    """
+    if SCORE_HEAD_KEY not in state_dict:
+        raise CheckpointError(f"{source}: no {SCORE_HEAD_KEY!r}, so this is not a D-FINE checkpoint")
+    if size is None:
+        size = infer_model_size(state_dict)
+        if size is None:
+            raise CheckpointError(f"{source}: the weights match no D-FINE size ({', '.join(MODEL_PRESETS)}); {fix}")
+    return model_config(size, num_classes=int(state_dict[SCORE_HEAD_KEY].shape[0]))
+
+
 def _size_hint(state: dict[str, torch.Tensor]) -> str:
     """A guess at the D-FINE size a state_dict belongs to, for error messages."""
     size = infer_model_size(state)
     return f" The checkpoint looks like D-FINE-{size.upper()}." if size else ""
 
 
-def load_checkpoint(model: nn.Module, path: str | Path, strict: bool = True) -> LoadReport:
+def load_checkpoint(
+    model: nn.Module,
+    path: str | Path,
+    strict: bool = True,
+    fix: str = "Build the matching size, or pass strict=False to load only what fits (fine-tuning).",
+) -> LoadReport:
     """Load weights from ``path`` into ``model``.
 
     Args:
@@ -161,6 +187,7 @@ def load_checkpoint(model: nn.Module, path: str | Path, strict: bool = True) -> 
             missing, unexpected and shape-mismatched keys. With ``strict=False`` (fine-tuning), all
             keys that match are loaded and the rest is reported (e.g. class heads of another class
             count stay as initialized).
+        fix: the last sentence of the strict error: what the caller's user should do instead.
 
     Returns:
         A :class:`LoadReport`.
@@ -193,7 +220,7 @@ def load_checkpoint(model: nn.Module, path: str | Path, strict: bool = True) -> 
             + "; ".join(problems)
             + "."
             + _size_hint(state)
-            + " Build the matching size, or pass strict=False to load only what fits (fine-tuning)."
+            + f" {fix}"
         )
     model.load_state_dict(to_load, strict=False)
     report.loaded = list(to_load)

@@ -258,7 +258,8 @@ def build_trainer(cfg: TrainConfig, run: RunOptions) -> tuple[Trainer, dict[str,
     )
     if run.resume:
         if run.test_only:
-            report = load_checkpoint(model, run.resume, strict=True)
+            fix = f"Evaluate it with the config it was trained with (-c), not {cfg.source}."
+            report = load_checkpoint(model, run.resume, strict=True, fix=fix)
             if ema is not None:
                 ema.module.load_state_dict(model.state_dict())
             if is_main_process():

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from scipy.optimize import linear_sum_assignment
 from torch import nn
 from torchvision.ops import generalized_box_iou
 
@@ -16,6 +15,13 @@ __all__ = ["HungarianMatcher", "Matching", "union_of_matchings"]
 Matching = list[tuple[torch.Tensor, torch.Tensor]]
 
 FOCAL_LOG_EPS = 1e-8
+
+
+def _linear_sum_assignment(cost):
+    """scipy's solver, imported on first use: ``scipy.optimize`` adds ~0.5 s to ``import dfine``."""
+    from scipy.optimize import linear_sum_assignment
+
+    return linear_sum_assignment(cost)
 
 
 class HungarianMatcher(nn.Module):
@@ -73,7 +79,7 @@ class HungarianMatcher(nn.Module):
 
         matching = []
         for i, image_cost in enumerate(cost.split(sizes, -1)):
-            rows, cols = linear_sum_assignment(image_cost[i].numpy())
+            rows, cols = _linear_sum_assignment(image_cost[i].numpy())
             matching.append((torch.as_tensor(rows, dtype=torch.int64), torch.as_tensor(cols, dtype=torch.int64)))
         return matching
 
