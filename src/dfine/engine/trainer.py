@@ -59,7 +59,7 @@ class TrainerOptions:
         early_stopping_patience: stop after this many evaluations without AP gain (0 disables).
         eval_freq: evaluate every N epochs (and at the last one).
         channels_last: feed images in channels-last memory layout (give the model the same layout);
-            about 25 % faster training steps on CPU, same values up to fp32 rounding.
+            ~20-25 % faster training steps on CPU, same values up to fp32 rounding.
     """
 
     epochs: int
