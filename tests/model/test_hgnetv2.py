@@ -82,30 +82,14 @@ def test_training_relu_affine_matches_the_modules(memory_format):
     )
 
 
-def test_training_relu_affine_under_bf16_autocast_keeps_bf16_activations():
-    """AMP: the fused op returns bf16 (the modules would promote to fp32), rounded once from fp32 math,
-    with fp32 gradients for the LAB scalars that agree with the modules' to bf16 accuracy."""
+def test_training_relu_affine_is_skipped_where_it_cannot_apply():
+    """Mixed precision (bf16 activations, fp32 LAB) keeps the plain modules and their type promotion."""
     from dfine.model.hgnetv2 import ConvBNAct
 
-    torch.manual_seed(0)
-    layer = ConvBNAct(8, 16, 3, use_lab=True).train()
-    with torch.no_grad():
-        layer.lab.scale.fill_(0.9)
-        layer.lab.bias.fill_(0.1)
-    x = torch.randn(2, 8, 16, 16)
-    upstream = torch.randn(2, 16, 16, 16).bfloat16()
+    layer = ConvBNAct(3, 4, 1, use_lab=True).train()
+    x = torch.randn(1, 3, 4, 4, requires_grad=True)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        fused = layer(x)
-    assert fused.dtype == torch.bfloat16 and "ReluAffine" in type(fused.grad_fn).__name__
-    fused.backward(upstream)
-    grads = {name: p.grad.clone() for name, p in layer.named_parameters()}
-    layer.zero_grad()
-    # the modules' arithmetic from the same bf16 pre-activation, in fp32
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        pre_activation = layer.bn(layer.conv(x))
-    reference = layer.lab.scale * torch.relu(pre_activation.float()) + layer.lab.bias
-    torch.testing.assert_close(fused.float(), reference, rtol=0, atol=float(reference.detach().abs().max()) * 2**-8)
-    reference.backward(upstream.float())
-    for name, param in layer.named_parameters():
-        assert grads[name].dtype == torch.float32
-        torch.testing.assert_close(grads[name], param.grad, rtol=2e-2, atol=1e-3 * float(param.grad.abs().max()))
+        out = layer(x)
+    assert "ReluAffine" not in type(out.grad_fn).__name__
+    out.float().sum().backward()
+    assert layer.lab.scale.grad is not None

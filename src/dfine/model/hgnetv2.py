@@ -107,20 +107,16 @@ HGNETV2_ARCHS: dict[str, HGNetv2Arch] = {
 class _ReluAffine(torch.autograd.Function):
     """``scale * relu(x) + bias`` (ReLU then LAB) for training, with a hand-written backward.
 
-    fp32: same values as the two modules (the product and the sum rounded as ``scale * r + bias``),
-    keeping one full-size buffer (the ReLU output) for backward and allocating fewer per layer, which
-    matters on the large early maps of the backbone. Mixed precision (bf16 / fp16 activations, fp32
-    LAB): the official modules promote the output to fp32 and the next conv casts it back; here it is
-    computed in fp32 and rounded once to the activation dtype, so activations stay half-size.
+    Same values as the two modules (the product and the sum are rounded as ``scale * r + bias``);
+    it keeps one full-size buffer (the ReLU output) for backward and allocates fewer per layer, which
+    matters on the large early maps of the backbone.
     """
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
         relu = x.clamp_min(0)
         ctx.save_for_backward(relu, scale)
-        if x.dtype == scale.dtype:
-            return relu.mul(scale).add_(bias)
-        return torch.addcmul(bias.reshape(()), relu, scale.reshape(()))  # 0-dim: keeps x.dtype
+        return relu.mul(scale).add_(bias)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
@@ -128,13 +124,13 @@ class _ReluAffine(torch.autograd.Function):
         grad_x = grad_scale = grad_bias = None
         if ctx.needs_input_grad[0]:
             # ReLU's own backward rule (zero where the output is 0), then the LAB scale
-            grad_x = torch.ops.aten.threshold_backward(grad, relu, 0).mul_(scale.reshape(()))
+            grad_x = torch.ops.aten.threshold_backward(grad, relu, 0).mul_(scale)
         if ctx.needs_input_grad[1]:
             # the product's cascade sum, as autograd reduces it: the terms cancel to ~1 % of their size,
             # so a BLAS dot (other summation order) lands measurably elsewhere
-            grad_scale = (grad * relu).sum(dtype=scale.dtype).reshape(1)
+            grad_scale = (grad * relu).sum().reshape(1)
         if ctx.needs_input_grad[2]:
-            grad_bias = grad.sum(dtype=scale.dtype).reshape(1)
+            grad_bias = grad.sum().reshape(1)
         return grad_x, grad_scale, grad_bias
 
 
@@ -199,7 +195,7 @@ class ConvBNAct(nn.Module):
             if (
                 isinstance(self.lab, LearnableAffineBlock)
                 and not self.lab_scale_folded
-                and (x.dtype == self.lab.scale.dtype or x.dtype in (torch.bfloat16, torch.float16))
+                and x.dtype == self.lab.scale.dtype
                 and not torch.jit.is_tracing()
             ):
                 return _ReluAffine.apply(x, self.lab.scale, self.lab.bias)
