@@ -22,12 +22,12 @@ from PIL import Image, ImageDraw
 
 from ..config.presets import available_sizes, model_config
 from ..config.yaml_model import load_model_config
-from ..data.coco_classes import COCO_CATEGORY_IDS, COCO_CLASS_NAMES
 from ..data.images import expand_sources
+from ..deploy.pipeline import coco_category_ids, coco_records, unique_path
 from ..engine.checkpoint import infer_model_size
 from ..model.dfine import DFINE as DFINEModel
 from ..model.summary import ModelSummary, summarize
-from ..predictor import DFINE, Prediction, RandomWeightsWarning
+from ..predictor import DFINE, RandomWeightsWarning
 from .export import add_backend_arguments, add_export_commands, run_backend_predict, uses_backend_pipeline
 from .visualize import add_visualize_command
 
@@ -143,39 +143,6 @@ def _demo_image(width: int = 640, height: int = 480) -> Image.Image:
     return image
 
 
-def _output_path(out_dir: Path, prediction: Prediction, taken: set[str]) -> Path:
-    """Where the annotated copy goes: the source's file name, made unique within ``out_dir``."""
-    name = prediction.source.name if prediction.source is not None else _DEMO_NAME
-    stem, suffix = Path(name).stem, Path(name).suffix
-    counter = 1
-    while name.lower() in taken:
-        name = f"{stem}_{counter}{suffix}"
-        counter += 1
-    taken.add(name.lower())
-    return out_dir / name
-
-
-def _coco_records(prediction: Prediction, image_id: int, image_file: str, category_ids: Sequence[int]) -> list[dict]:
-    """COCO results entries (``bbox`` as x, y, width, height in pixels) for one image."""
-    records = []
-    for box, score, label, name in zip(
-        prediction.boxes.tolist(), prediction.scores.tolist(), prediction.labels.tolist(), prediction.names
-    ):
-        x0, y0, x1, y1 = box
-        records.append(
-            {
-                "image_id": image_id,
-                "image_file": image_file,
-                "category_id": category_ids[label],
-                "category_name": name,
-                "label": label,
-                "bbox": [round(x0, 2), round(y0, 2), round(x1 - x0, 2), round(y1 - y0, 2)],
-                "score": round(score, 5),
-            }
-        )
-    return records
-
-
 def _load_detector(args: argparse.Namespace) -> DFINE:
     if args.weights is not None:
         return DFINE.from_checkpoint(args.weights, size=args.size, device=args.device)
@@ -207,14 +174,14 @@ def _run_predict(args: argparse.Namespace) -> int:
         sources, conf_threshold=args.conf, image_size=args.image_size, batch_size=args.batch_size
     )
     out_dir.mkdir(parents=True, exist_ok=True)
-    coco_model = detector.class_names == list(COCO_CLASS_NAMES)
-    category_ids = COCO_CATEGORY_IDS if coco_model else range(detector.num_classes)  # COCO ids, else labels
+    category_ids = coco_category_ids(detector.class_names)
     records: list[dict] = []
     taken: set[str] = set()
     for index, prediction in enumerate(predictions):
-        annotated = prediction.save(_output_path(out_dir, prediction, taken))
+        name = prediction.source.name if prediction.source is not None else _DEMO_NAME
+        annotated = prediction.save(unique_path(out_dir, name, taken))
         image_file = str(prediction.source) if prediction.source is not None else _DEMO_NAME
-        records.extend(_coco_records(prediction, index, image_file, category_ids))
+        records.extend(coco_records(prediction, index, category_ids, image_file=image_file))
         print(f"{image_file}: {len(prediction)} detections -> {annotated}")
     (out_dir / "predictions.json").write_text(json.dumps(records, indent=1))
     print(f"wrote {len(predictions)} annotated image(s) and predictions.json ({len(records)} detections) to {out_dir}")

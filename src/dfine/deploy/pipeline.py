@@ -26,7 +26,7 @@ from ..predictor import Prediction
 from .runtime import BackendDetector
 from .video import VIDEO_EXTENSIONS, VideoReader, VideoWriter, is_video
 
-__all__ = ["InferenceRun", "collect_sources", "coco_records", "run_inference"]
+__all__ = ["InferenceRun", "coco_category_ids", "coco_records", "collect_sources", "run_inference", "unique_path"]
 
 RESULTS_FILE = "predictions.json"
 
@@ -80,7 +80,8 @@ def collect_sources(sources: Sequence[str | Path]) -> tuple[list[Path], list[Pat
     return images, videos
 
 
-def _category_ids(class_names: Sequence[str]) -> Sequence[int]:
+def coco_category_ids(class_names: Sequence[str]) -> Sequence[int]:
+    """Category id per label: COCO's ids for a COCO-80 model, else the labels themselves."""
     return COCO_CATEGORY_IDS if list(class_names) == list(COCO_CLASS_NAMES) else range(len(class_names))
 
 
@@ -104,7 +105,8 @@ def coco_records(prediction: Prediction, image_id: int, category_ids: Sequence[i
     return records
 
 
-def _unique_path(out_dir: Path, name: str, taken: set[str]) -> Path:
+def unique_path(out_dir: Path, name: str, taken: set[str]) -> Path:
+    """``out_dir / name``, suffixed ``_1``, ``_2``... until unique (case-insensitively) among ``taken``."""
     stem, suffix = Path(name).stem, Path(name).suffix
     counter = 1
     while name.lower() in taken:
@@ -148,20 +150,20 @@ def run_inference(
             raise ValueError(f"the output folder {out_dir} holds the input {path}; choose another output folder")
     out_dir.mkdir(parents=True, exist_ok=True)
     run = InferenceRun(out_dir)
-    category_ids = _category_ids(detector.class_names)
+    category_ids = coco_category_ids(detector.class_names)
     records: list[dict] = []
     taken: set[str] = set()
     with tqdm(total=len(image_files), unit="img", desc="images", disable=not progress or not image_files) as bar:
         predictions = detector.iter_predict(image_files, conf_threshold, batch_size)
         for image_id, prediction in enumerate(predictions):
-            run.outputs.append(prediction.save(_unique_path(out_dir, prediction.source.name, taken)))
+            run.outputs.append(prediction.save(unique_path(out_dir, prediction.source.name, taken)))
             records.extend(coco_records(prediction, image_id, category_ids, image_file=str(prediction.source)))
             run.images += 1
             bar.update(1)
     for video in video_files:
         frames_before = run.frames
         with VideoReader(video) as reader:
-            target = _unique_path(out_dir, f"{video.stem}.mp4", taken)
+            target = unique_path(out_dir, f"{video.stem}.mp4", taken)
             total = reader.frame_count or None
             with (
                 VideoWriter(target, reader.fps, reader.size) as writer,
