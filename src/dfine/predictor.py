@@ -32,6 +32,7 @@ __all__ = [
     "default_class_names",
     "infer_model_size",
     "resolve_device",
+    "to_predictions",
 ]
 
 # Distinct, saturated colours (RGB); class ``k`` is drawn in ``_PALETTE[k % len(_PALETTE)]``.
@@ -143,6 +144,40 @@ class Prediction:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.draw().save(path)
         return path
+
+
+def to_predictions(
+    outputs: Sequence[Sequence[torch.Tensor]],
+    images: Sequence[Image.Image],
+    sources: Sequence[Path | None],
+    conf_threshold: float,
+    class_names: Sequence[str],
+) -> list[Prediction]:
+    """Per-image :class:`Prediction` from batched outputs: threshold, clip, names.
+
+    ``outputs`` is ``(labels, boxes, scores)``, each indexable per image (``[N, K]`` / ``[N, K, 4]``
+    tensors or lists of per-image CPU tensors), boxes in pixels of the original image.
+
+    ``sources[i]`` is the file image ``i`` came from (None for frames and in-memory images, whose
+    image is kept for drawing).
+    """
+    predictions = []
+    for labels, boxes, scores, image, source in zip(*outputs, images, sources):
+        keep = scores >= conf_threshold
+        labels = labels[keep]
+        width, height = image.size
+        predictions.append(
+            Prediction(
+                boxes=clip_boxes_to_image(boxes[keep], (height, width)),
+                scores=scores[keep],
+                labels=labels,
+                names=[class_names[i] if i < len(class_names) else f"class_{i}" for i in labels.tolist()],
+                image_size=(width, height),
+                source=source,
+                image=None if source is not None else image,
+            )
+        )
+    return predictions
 
 
 class DFINE:
@@ -279,21 +314,6 @@ class DFINE:
         sizes_wh = torch.tensor([image.size for image in images], device=self.device)  # PIL size is (w, h)
         with torch.inference_mode():
             detections = self.postprocessor(self.model(inputs), sizes_wh)
-        predictions = []
-        for item, image, found in zip(items, images, detections):
-            keep = found["scores"] >= conf_threshold
-            labels = found["labels"][keep].cpu()
-            width, height = image.size
-            from_file = isinstance(item, Path)
-            predictions.append(
-                Prediction(
-                    boxes=clip_boxes_to_image(found["boxes"][keep].cpu(), (height, width)),
-                    scores=found["scores"][keep].cpu(),
-                    labels=labels,
-                    names=[self.class_names[i] for i in labels.tolist()],
-                    image_size=(width, height),
-                    source=item if from_file else None,
-                    image=None if from_file else image,
-                )
-            )
-        return predictions
+        outputs = tuple([found[key].cpu() for found in detections] for key in ("labels", "boxes", "scores"))
+        sources = [item if isinstance(item, Path) else None for item in items]
+        return to_predictions(outputs, images, sources, conf_threshold, self.class_names)

@@ -15,10 +15,9 @@ from pathlib import Path
 
 import torch
 from PIL import Image
-from torchvision.ops import clip_boxes_to_image
 
 from ..data.images import ImageInput, expand_sources, load_image, to_model_input
-from ..predictor import Prediction
+from ..predictor import Prediction, to_predictions
 from .backend import Backend, Outputs, TorchBackend
 from .onnx import OnnxRuntimeBackend
 from .openvino import OpenVINOBackend
@@ -71,37 +70,6 @@ def preprocess(images: Sequence[Image.Image], image_size: int) -> tuple[torch.Te
     """``images [N, 3, S, S]`` in [0, 1] and ``orig_target_sizes [N, 2]`` (width, height) for RGB images."""
     sizes = torch.tensor([image.size for image in images], dtype=torch.int64)  # PIL size is (w, h)
     return to_model_input(images, image_size), sizes
-
-
-def to_predictions(
-    outputs: Outputs,
-    images: Sequence[Image.Image],
-    sources: Sequence[Path | None],
-    conf_threshold: float,
-    class_names: Sequence[str],
-) -> list[Prediction]:
-    """Per-image :class:`~dfine.predictor.Prediction` from batched outputs: threshold, clip, names.
-
-    ``sources[i]`` is the file image ``i`` came from (None for frames and in-memory images, whose
-    image is kept for drawing).
-    """
-    predictions = []
-    for labels, boxes, scores, image, source in zip(*outputs, images, sources):
-        keep = scores >= conf_threshold
-        labels = labels[keep]
-        width, height = image.size
-        predictions.append(
-            Prediction(
-                boxes=clip_boxes_to_image(boxes[keep], (height, width)),
-                scores=scores[keep],
-                labels=labels,
-                names=[class_names[i] if i < len(class_names) else f"class_{i}" for i in labels.tolist()],
-                image_size=(width, height),
-                source=source,
-                image=None if source is not None else image,
-            )
-        )
-    return predictions
 
 
 class BackendDetector:
