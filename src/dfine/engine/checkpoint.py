@@ -149,7 +149,10 @@ SCORE_HEAD_KEY = "decoder.enc_score_head.weight"  # [num_classes, hidden]: the c
 
 
 def preset_config_for(
-    state_dict: Mapping[str, torch.Tensor], source: str | Path, size: str | None = None, fix: str = ""
+    state_dict: Mapping[str, torch.Tensor],
+    source: str | Path,
+    size: str | None = None,
+    fix: str = "pass the model size explicitly",
 ) -> ModelConfig:
     """The preset model config a checkpoint-layout state_dict fits: its size (inferred unless given)
     and its class count (the rows of the encoder's score head).
