@@ -150,3 +150,23 @@ def test_official_coco_configs_build_the_official_model(size, fixtures_dir):
     manifest = json.loads((fixtures_dir / f"official_keys_{size}.json").read_text())
     assert [(k, list(v.shape)) for k, v in model.state_dict().items()] == list(manifest.items())
     assert cfg.remap_mscoco_category and cfg.num_top_queries == 300
+
+
+def test_epochs_and_epoches_are_one_key_last_given_wins(tmp_path):
+    base = _write(tmp_path / "base.yml", {"epoches": 160})
+    child = _write(tmp_path / "child.yml", {"__include__": ["base.yml"], "epochs": 12})
+    assert load_yaml_config(child)["epoches"] == 12  # the including file wins, whatever its spelling
+    assert "epochs" not in load_yaml_config(child)
+    grandchild = _write(tmp_path / "g.yml", {"__include__": ["child.yml"], "epoches": 5})
+    assert load_yaml_config(grandchild)["epoches"] == 5
+    assert apply_overrides(load_yaml_config(child), ["epochs=1"])["epoches"] == 1  # -u beats both
+    assert load_train_config(child, ["epochs=1"]).epochs == 1
+    assert load_train_config(base).epochs == 160
+
+
+def test_one_file_with_both_epoch_spellings_and_different_values_is_refused(tmp_path):
+    path = _write(tmp_path / "both.yml", {"epochs": 12, "epoches": 160})
+    with pytest.raises(ConfigError, match=r"both.yml: epochs: 12 and epoches: 160 are the same setting"):
+        load_yaml_config(path)
+    same = _write(tmp_path / "same.yml", {"epochs": 12, "epoches": 12})
+    assert load_yaml_config(same) == {"epoches": 12}

@@ -380,7 +380,7 @@ def train_config_from_dict(raw: dict[str, Any], source: str = "<dict>") -> Train
     # the official section is DFINEPostProcessor; PostProcessor is accepted too
     post = {**reader.section(raw, "PostProcessor"), **reader.section(raw, "DFINEPostProcessor")}
     reader.check_keys(post, {"num_top_queries", "use_focal_loss", "remap_mscoco_category"}, "DFINEPostProcessor")
-    epochs = raw.get("epoches", raw.get("epochs", 72))
+    epochs = raw.get("epoches", raw.get("epochs", 72))  # load_yaml_config folds "epochs" into "epoches"
     return TrainConfig(
         source=source,
         model=model,

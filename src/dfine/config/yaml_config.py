@@ -16,6 +16,8 @@ __all__ = ["ConfigError", "load_yaml_config", "apply_overrides", "deep_merge", "
 
 INCLUDE_KEY = "__include__"
 INPUT_SIZE_KEY = "input_size"  # override that sets every size-dependent entry at once
+EPOCHS_KEY = "epoches"  # the released configs' spelling; ``epochs`` (newer official tree) is the same key
+EPOCHS_ALIASES = ("epochs", "epoches")
 
 
 class ConfigError(ValueError):
@@ -47,13 +49,28 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
+def _canonical_epochs(data: dict[str, Any], where: str) -> dict[str, Any]:
+    """``epochs`` and ``epoches`` as one key (``epoches``), so the later file or override wins whichever
+    spelling each uses; one file giving both with different values is refused."""
+    given = {k: data[k] for k in EPOCHS_ALIASES if k in data}
+    if len(set(map(repr, given.values()))) > 1:
+        raise ConfigError(
+            f"{where}: epochs: {given['epochs']!r} and epoches: {given['epoches']!r} are the same setting with "
+            "different values; keep one of them"
+        )
+    if given:
+        data = {k: v for k, v in data.items() if k not in EPOCHS_ALIASES}
+        data[EPOCHS_KEY] = next(iter(given.values()))
+    return data
+
+
 def load_yaml_config(path: str | Path, _stack: tuple[Path, ...] = ()) -> dict[str, Any]:
     """The fully merged config of ``path`` with all ``__include__`` files resolved."""
     path = Path(path).resolve()
     if path in _stack:
         chain = " -> ".join(str(p) for p in (*_stack, path))
         raise ConfigError(f"circular __include__: {chain}")
-    data = _read_yaml(path)
+    data = _canonical_epochs(_read_yaml(path), str(path))
     includes = data.pop(INCLUDE_KEY, []) or []
     if isinstance(includes, str):
         includes = [includes]
@@ -96,6 +113,7 @@ def apply_overrides(config: dict[str, Any], overrides: list[str] | None) -> dict
             raise ConfigError(f"override {item!r} must look like key.path=value (e.g. epoches=12)")
         key, text = item.split("=", 1)
         key = key.strip()
+        key = EPOCHS_KEY if key in EPOCHS_ALIASES else key
         value = _parse_value(text.strip())
         if key == INPUT_SIZE_KEY:
             _set_input_size(config, value)
