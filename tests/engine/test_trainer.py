@@ -75,6 +75,19 @@ def test_resume_from_another_size_is_refused(tiny_config_file, tmp_path, capsys)
     assert "with the config it was trained with (-c)" in err and "strict=False" not in err
 
 
+def test_resume_from_a_weights_only_file_is_refused(tiny_config_file, tmp_path, capsys):
+    from dfine.config.schema import load_train_config
+    from dfine.model.dfine import DFINE
+
+    weights_only = tmp_path / "best.pth"  # the layout of a run's best.pth: weights, epoch and metadata
+    model = DFINE.from_config(load_train_config(tiny_config_file).model)
+    torch.save({"model": model.state_dict(), "last_epoch": 3, "dfine": {}}, weights_only)
+    assert train_main(["-c", str(tiny_config_file), "-r", str(weights_only), "--output-dir", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err
+    assert f"{weights_only}: this is a weights-only file" in err and "use -t to fine-tune from it" in err
+    assert not (tmp_path / "x" / "last.pth").exists()  # nothing trained
+
+
 def test_non_finite_loss_names_step_and_checkpoint(tiny_config_file, tmp_path, monkeypatch):
     from dfine.losses.criterion import DFINECriterion
 

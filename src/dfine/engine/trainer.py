@@ -178,6 +178,11 @@ class Trainer:
                 f"{source}: cannot resume: its model does not match this config ({str(err).splitlines()[0]}); "
                 "resume with the config the run was started with, or use -t to fine-tune from its weights"
             ) from None
+        if "optimizer" not in state:  # best.pth / release weights: resuming would restart every schedule silently
+            raise ValueError(
+                f"{source}: this is a weights-only file (no optimizer, schedules or step count): use -t to fine-tune "
+                "from it, or -r last.pth to resume"
+            )
         if self.ema is not None:
             if "ema" in state:
                 self.ema.load_state_dict(state["ema"])
