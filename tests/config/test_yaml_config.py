@@ -170,3 +170,19 @@ def test_one_file_with_both_epoch_spellings_and_different_values_is_refused(tmp_
         load_yaml_config(path)
     same = _write(tmp_path / "same.yml", {"epochs": 12, "epoches": 12})
     assert load_yaml_config(same) == {"epoches": 12}
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("epoches=-2", "epoches must be at least 1, got -2"),
+        ("epochs=0", "epoches must be at least 1, got 0"),
+        ("train_dataloader.total_batch_size=0", "train_dataloader.total_batch_size must be at least 1, got 0"),
+        ("val_dataloader.total_batch_size=-4", "val_dataloader.total_batch_size must be at least 1, got -4"),
+        ("train_dataloader.num_workers=-1", "train_dataloader.num_workers must be at least 0, got -1"),
+    ],
+)
+def test_counts_below_their_minimum_are_refused_naming_file_and_field(tmp_path, override, message):
+    path = _write(tmp_path / "run.yml", {"epoches": 3})
+    with pytest.raises(ConfigError, match=rf"run.yml: {message}"):
+        load_train_config(path, [override])

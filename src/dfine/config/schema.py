@@ -197,6 +197,13 @@ class _Reader:
             raise self.fail(f"{where} must be a {names}, got {type(value).__name__} {value!r}")
         return value
 
+    def at_least(self, value: Any, lowest: int, where: str) -> int:
+        """An int of at least ``lowest`` (a count: epochs, batch size, workers)."""
+        value = self.typed(value, int, where)
+        if value < lowest:
+            raise self.fail(f"{where} must be at least {lowest}, got {value}")
+        return value
+
     def section(self, raw: dict[str, Any], key: str) -> dict[str, Any]:
         value = raw.get(key) or {}
         if not isinstance(value, dict):
@@ -287,8 +294,8 @@ def _loader_config(reader: _Reader, raw: dict[str, Any], key: str, train: bool) 
     batch = section.get("total_batch_size", section.get("batch_size", 32 if train else 64))
     return LoaderConfig(
         dataset=dataset,
-        total_batch_size=reader.typed(batch, int, f"{key}.total_batch_size"),
-        num_workers=reader.typed(section.get("num_workers", 4), int, f"{key}.num_workers"),
+        total_batch_size=reader.at_least(batch, 1, f"{key}.total_batch_size"),
+        num_workers=reader.at_least(section.get("num_workers", 4), 0, f"{key}.num_workers"),
         shuffle=bool(section.get("shuffle", train)),
         drop_last=bool(section.get("drop_last", train)),
         collate=collate,
@@ -394,7 +401,7 @@ def train_config_from_dict(raw: dict[str, Any], source: str = "<dict>") -> Train
         optimizer=_optimizer_config(reader, raw),
         scheduler=_scheduler_config(reader, raw),
         ema=ema,
-        epochs=reader.typed(epochs, int, "epoches"),
+        epochs=reader.at_least(epochs, 1, "epoches"),
         clip_max_norm=reader.typed(raw.get("clip_max_norm", 0.1), float, "clip_max_norm"),
         use_amp=bool(raw.get("use_amp", False)),
         sync_bn=bool(raw.get("sync_bn", True)),
