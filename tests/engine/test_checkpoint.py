@@ -86,8 +86,27 @@ class _Payload:
 def test_pickled_objects_are_never_unpickled(tmp_path):
     path = tmp_path / "evil.pth"
     torch.save({"model": _Payload()}, path)
-    with pytest.raises(CheckpointError, match="weights_only"):
+    with pytest.raises(CheckpointError, match="stores Python objects") as info:
         dfine.load_checkpoint(dfine.build_model("n"), path)
+    message = str(info.value)
+    assert "_Payload" in message and "weights_only" not in message  # never advise the unsafe load
+    assert len(message.splitlines()) == 1
+
+
+def test_zero_byte_file_says_it_is_empty(tmp_path):
+    path = tmp_path / "empty.pth"
+    path.touch()
+    with pytest.raises(CheckpointError, match=r"empty.pth: the file is empty \(0 bytes\)"):
+        dfine.load_checkpoint(dfine.build_model("n"), path)
+
+
+def test_random_bytes_give_one_line_without_the_unsafe_advice(tmp_path):
+    path = tmp_path / "noise.pth"
+    path.write_bytes(bytes(range(256)) * 8)
+    with pytest.raises(CheckpointError, match="noise.pth") as info:
+        dfine.load_checkpoint(dfine.build_model("n"), path)
+    message = str(info.value)
+    assert "weights_only" not in message and len(message.splitlines()) == 1
 
 
 def test_file_without_weights(tmp_path):

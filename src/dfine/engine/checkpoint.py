@@ -77,17 +77,36 @@ def read_checkpoint(path: str | Path) -> Any:
         raise FileNotFoundError(f"checkpoint not found: {path}")
     if path.is_dir():
         raise CheckpointError(f"{path} is a folder; pass the checkpoint file (e.g. {path}/best.pth)")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path}: the file is empty (0 bytes): an interrupted write or download; use another copy")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         raise CheckpointError(
-            f"{path}: cannot be read with weights_only=True ({str(err).splitlines()[0]}). Either it is "
-            "not a PyTorch checkpoint, or it stores Python objects; re-save it as a plain dict of tensors."
+            f"{path}: cannot be read as plain tensors ({_unpickling_reason(err)}). Either it is not a PyTorch "
+            "checkpoint, or it stores Python objects, which are not unpickled here (that could run code); "
+            "re-save it as a plain dict of tensors."
         ) from None
     except Exception as err:  # the unpickler raises many kinds (KeyError, RuntimeError, EOFError...)
         raise CheckpointError(
-            f"{path}: not a readable PyTorch checkpoint (truncated or corrupt?): {str(err).splitlines()[0]}"
+            f"{path}: not a readable PyTorch checkpoint (truncated or corrupt?): {_first_line(err)}"
         ) from None
+
+
+def _first_line(err: BaseException) -> str:
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    return lines[0] if lines else type(err).__name__
+
+
+def _unpickling_reason(err: pickle.UnpicklingError) -> str:
+    """The unpickler's own reason, without torch's advice to load with ``weights_only=False`` (the unsafe load)."""
+    for line in str(err).splitlines():
+        line = line.strip()
+        if "WeightsUnpickler error:" in line:
+            return line.split("WeightsUnpickler error:", 1)[1].split(". Please use", 1)[0].strip()
+        if line and "weights_only" not in line.lower() and "weights only" not in line.lower():
+            return line
+    return "the safe unpickler refused it"
 
 
 def _is_state_dict(obj: Any) -> bool:
