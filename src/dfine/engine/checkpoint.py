@@ -78,7 +78,7 @@ def read_checkpoint(path: str | Path) -> Any:
     if path.is_dir():
         raise CheckpointError(f"{path} is a folder; pass the checkpoint file (e.g. {path}/best.pth)")
     if path.stat().st_size == 0:
-        raise CheckpointError(f"{path}: the file is empty (0 bytes): an interrupted write or download; use another copy")
+        raise CheckpointError(f"{path}: the file is empty (0 bytes): an interrupted write or download; use a good copy")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
@@ -100,10 +100,11 @@ def _first_line(err: BaseException) -> str:
 
 def _unpickling_reason(err: pickle.UnpicklingError) -> str:
     """The unpickler's own reason, without torch's advice to load with ``weights_only=False`` (the unsafe load)."""
-    for line in str(err).splitlines():
-        line = line.strip()
-        if "WeightsUnpickler error:" in line:
-            return line.split("WeightsUnpickler error:", 1)[1].split(". Please use", 1)[0].strip()
+    text = str(err)
+    if "WeightsUnpickler error:" in text:  # torch puts the reason after this marker, on the same or a later line
+        text = text.split("WeightsUnpickler error:", 1)[1]
+    for line in text.splitlines():
+        line = line.split(". Please use", 1)[0].strip()
         if line and "weights_only" not in line.lower() and "weights only" not in line.lower():
             return line
     return "the safe unpickler refused it"
