@@ -186,3 +186,12 @@ def test_counts_below_their_minimum_are_refused_naming_file_and_field(tmp_path, 
     path = _write(tmp_path / "run.yml", {"epoches": 3})
     with pytest.raises(ConfigError, match=rf"run.yml: {message}"):
         load_train_config(path, [override])
+
+
+def test_a_scalar_eval_spatial_size_is_a_square_and_other_forms_are_refused(tmp_path):
+    cfg = load_train_config(_write(tmp_path / "square.yml", {"epoches": 1, "eval_spatial_size": 256}))
+    assert tuple(cfg.model.encoder.eval_spatial_size) == (256, 256)
+    assert tuple(cfg.model.decoder.eval_spatial_size) == (256, 256)
+    bad = _write(tmp_path / "bad.yml", {"epoches": 1, "DFINETransformer": {"eval_spatial_size": [256]}})
+    with pytest.raises(ValueError, match=r"bad.yml: DFINETransformer.eval_spatial_size must be a size N or \[height"):
+        load_train_config(bad)

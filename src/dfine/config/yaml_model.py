@@ -91,13 +91,27 @@ def load_model_config(path: str | Path) -> ModelConfig:
     return model_config_from_dict(load_yaml_config(path), Path(path))
 
 
+def _spatial_size(value: Any, where: str, path: Path) -> list[int]:
+    """``eval_spatial_size`` as ``[height, width]``; a single number is a square."""
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return [value, value]
+    if isinstance(value, list | tuple) and len(value) == 2 and all(isinstance(v, int) and v > 0 for v in value):
+        return list(value)
+    raise ValueError(f"{path}: {where} must be a size N or [height, width] in pixels, got {value!r}")
+
+
 def model_config_from_dict(merged: dict[str, Any], path: str | Path = "<config>") -> ModelConfig:
     """The :class:`ModelConfig` of an already merged config dict (see :func:`load_model_config`)."""
     path = Path(path)
     sections = {keyword: _section_overrides(merged, section, path) for section, (keyword, _) in _SECTIONS.items()}
     num_classes = sections["decoder"].pop("num_classes", merged.get("num_classes", 80))
+    for section, (keyword, _) in _SECTIONS.items():
+        if sections[keyword].get("eval_spatial_size") is not None:
+            where = f"{section}.eval_spatial_size"
+            sections[keyword]["eval_spatial_size"] = _spatial_size(sections[keyword]["eval_spatial_size"], where, path)
     eval_spatial_size = merged.get("eval_spatial_size")
     if eval_spatial_size is not None:  # shared from the top level; a section's own value wins
+        eval_spatial_size = _spatial_size(eval_spatial_size, "eval_spatial_size", path)
         for keyword in ("encoder", "decoder"):
             sections[keyword].setdefault("eval_spatial_size", eval_spatial_size)
     try:
