@@ -426,3 +426,17 @@ def test_channels_last_reaches_the_model_and_the_images(tiny_data, tmp_path, cha
 def test_channels_last_must_be_a_bool(tiny_data, tmp_path):
     with pytest.raises(ValueError, match="channels_last must be a bool"):
         train_config_from_dict(tiny_config(tiny_data, tmp_path, channels_last="yes"))
+
+
+# ----------------------------------------------------------------------------- leftovers
+def test_fit_removes_checkpoint_temporaries_left_by_a_killed_run(tmp_path):
+    orphans = [tmp_path / ".last.pth.ab12cd.tmp", tmp_path / ".best_stg1.pth.x9.tmp"]
+    for orphan in orphans:
+        orphan.write_bytes(b"\0" * 1000)
+    unrelated = [tmp_path / "notes.tmp", tmp_path / "last.pth.bak"]
+    for path in unrelated:
+        path.write_text("mine")
+    make_trainer(tmp_path, make_batches(1, 2)).fit()
+    assert not any(path.exists() for path in orphans)
+    assert all(path.exists() for path in unrelated) and (tmp_path / "last.pth").exists()
+    assert not list(tmp_path.glob(".*.tmp"))

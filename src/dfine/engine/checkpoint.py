@@ -250,6 +250,19 @@ def load_checkpoint(
     return report
 
 
+def remove_orphaned_temporaries(folder: str | Path) -> list[Path]:
+    """Delete the temporary files that a process killed inside :func:`save_atomic` left in ``folder``.
+
+    Only this module's own pattern (``.NAME.pth.XXXX.tmp``) is touched; returns what was removed.
+    """
+    folder = Path(folder)
+    removed = []
+    for path in sorted(folder.glob(".*.pth.*.tmp")) if folder.is_dir() else []:
+        path.unlink(missing_ok=True)
+        removed.append(path)
+    return removed
+
+
 def save_atomic(obj: Any, path: str | Path) -> Path:
     """``torch.save`` to a temporary file in the same folder, then rename over ``path``.
 

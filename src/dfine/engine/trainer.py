@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .checkpoint import read_checkpoint, save_atomic
+from .checkpoint import read_checkpoint, remove_orphaned_temporaries, save_atomic
 from .distributed import get_rank, is_main_process, reduce_mean_dict
 from .ema import ModelEMA, unwrap_model
 from .eval_report import confusion_matrix, save_eval_report
@@ -344,6 +344,9 @@ class Trainer:
         """Train from ``last_epoch + 1`` to ``epochs``; returns a summary of the run."""
         opts = self.options
         self.output_dir.mkdir(parents=True, exist_ok=True)
+        if is_main_process():
+            for orphan in remove_orphaned_temporaries(self.output_dir):
+                logger.info("removed %s, left by a run killed while writing a checkpoint", orphan)
         start = time.time()
         stop_epoch = opts.stop_epoch if opts.stop_epoch is not None else opts.epochs
         for epoch in range(self.last_epoch + 1, opts.epochs):
