@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 import torch
@@ -86,6 +87,18 @@ def test_resume_from_a_weights_only_file_is_refused(tiny_config_file, tmp_path, 
     err = capsys.readouterr().err
     assert f"{weights_only}: this is a weights-only file" in err and "use -t to fine-tune from it" in err
     assert not (tmp_path / "x" / "last.pth").exists()  # nothing trained
+
+
+def test_resume_from_a_missing_last_pth_names_the_newest_resumable_file(tiny_config_file, tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "best_stg1.pth").write_bytes(b"x")
+    newest = run / "checkpoint0003.pth"
+    newest.write_bytes(b"x")
+    os.utime(run / "best_stg1.pth", (1, 1))
+    assert train_main(["-c", str(tiny_config_file), "-r", str(run / "last.pth"), "--output-dir", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert f"{run / 'last.pth'} does not exist" in err and f"-r {newest}" in err
 
 
 def test_non_finite_loss_names_step_and_checkpoint(tiny_config_file, tmp_path, monkeypatch):

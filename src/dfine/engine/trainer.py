@@ -31,6 +31,10 @@ __all__ = ["Trainer", "TrainerOptions", "NonFiniteLossError", "seed_everything"]
 logger = logging.getLogger(__name__)
 
 
+# full training states a run folder holds (best.pth is weights only)
+RESUMABLE = ("last.pth", "checkpoint[0-9]*.pth", "best_stg[12].pth")
+
+
 class NonFiniteLossError(RuntimeError):
     """Training produced a NaN or infinite loss."""
 
@@ -204,6 +208,12 @@ class Trainer:
         self.stale_evaluations = int(state.get("stale_evaluations", 0))
 
     def resume(self, path: str | Path) -> None:
+        path = Path(path)
+        if not path.exists():
+            candidates = [p for pattern in RESUMABLE for p in path.parent.glob(pattern)] if path.parent.is_dir() else []
+            newest = max(candidates, key=lambda p: p.stat().st_mtime, default=None)
+            hint = f"; the newest resumable file there is {newest}: -r {newest}" if newest else ""
+            raise FileNotFoundError(f"cannot resume: {path} does not exist{hint}")
         state = read_checkpoint(path)
         if not isinstance(state, dict) or "model" not in state:
             raise ValueError(f"{path}: not a training checkpoint (no 'model' entry); use -t to fine-tune from weights")
