@@ -440,3 +440,16 @@ def test_fit_removes_checkpoint_temporaries_left_by_a_killed_run(tmp_path):
     assert not any(path.exists() for path in orphans)
     assert all(path.exists() for path in unrelated) and (tmp_path / "last.pth").exists()
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_the_log_record_of_an_epoch_is_written_before_its_checkpoint(tmp_path, monkeypatch):
+    from dfine.engine import trainer as trainer_module
+
+    def killed(obj, path):
+        raise KeyboardInterrupt  # the process dies while the checkpoint is written
+
+    monkeypatch.setattr(trainer_module, "save_atomic", killed)
+    with pytest.raises(KeyboardInterrupt):
+        make_trainer(tmp_path, make_batches(1, 2)).fit()
+    records = [json.loads(line) for line in (tmp_path / "log.txt").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [0]

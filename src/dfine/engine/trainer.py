@@ -384,9 +384,10 @@ class Trainer:
             record["time_eval_s"] = round(time.time() - eval_start, 2) if result is not None else 0.0
             if result is not None:
                 record["test_coco_eval_bbox"] = result.as_list()
+            self._log(record)  # before the checkpoints it describes: a kill cannot leave one without its line
+            if result is not None:
                 self._track_best(epoch, result, stage2=epoch >= stop_epoch)
             self._save("last.pth")
-            self._log(record)
             if opts.early_stopping_patience and self.stale_evaluations >= opts.early_stopping_patience:
                 logger.info("early stopping at epoch %d: no AP gain in %d evaluations", epoch, self.stale_evaluations)
                 break
