@@ -195,3 +195,10 @@ def test_a_scalar_eval_spatial_size_is_a_square_and_other_forms_are_refused(tmp_
     bad = _write(tmp_path / "bad.yml", {"epoches": 1, "DFINETransformer": {"eval_spatial_size": [256]}})
     with pytest.raises(ValueError, match=r"bad.yml: DFINETransformer.eval_spatial_size must be a size N or \[height"):
         load_train_config(bad)
+
+
+@pytest.mark.parametrize("dataset_type", ["YoloDetection", "Objects365Detection", "VOCDetection"])
+def test_a_dataset_type_that_is_not_honoured_is_refused(tmp_path, dataset_type):
+    path = _write(tmp_path / "run.yml", {"epoches": 1, "train_dataloader": {"dataset": {"type": dataset_type}}})
+    with pytest.raises(ConfigError, match=rf"run.yml: train_dataloader.dataset.type '{dataset_type}' is not supported"):
+        load_train_config(path)

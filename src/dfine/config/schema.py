@@ -31,7 +31,7 @@ __all__ = [
 ]
 
 COLLATE_NAMES = {"BatchImageCollateFunction", "BatchImageCollateFuncion"}  # the seed README's spelling too
-DATASET_NAMES = {"CocoDetection", "YoloDetection", "Objects365Detection"}
+DATASET_NAMES = {"CocoDetection"}  # the one dataset type a config is read as; any other is refused, not ignored
 
 
 @dataclass(frozen=True)
@@ -269,7 +269,10 @@ def _loader_config(reader: _Reader, raw: dict[str, Any], key: str, train: bool) 
     )
     dataset_type = dataset_raw.get("type", "CocoDetection")
     if dataset_type not in DATASET_NAMES:
-        raise reader.fail(f"{key}.dataset.type {dataset_type!r} is not supported; use one of {sorted(DATASET_NAMES)}")
+        raise reader.fail(
+            f"{key}.dataset.type {dataset_type!r} is not supported in a config; use CocoDetection (turn a YOLO or "
+            "VOC folder into COCO json with `dfine data convert SRC --out DIR`)"
+        )
     transforms = dataset_raw.get("transforms") or {}
     ops = transforms.get("ops")
     dataset = DatasetConfig(
