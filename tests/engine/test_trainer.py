@@ -7,6 +7,7 @@ import os
 
 import pytest
 import torch
+import yaml
 
 from dfine.cli.train import main as train_main
 from dfine.engine.trainer import NonFiniteLossError
@@ -99,6 +100,27 @@ def test_resume_from_a_missing_last_pth_names_the_newest_resumable_file(tiny_con
     assert train_main(["-c", str(tiny_config_file), "-r", str(run / "last.pth"), "--output-dir", str(run)]) == 2
     err = capsys.readouterr().err
     assert f"{run / 'last.pth'} does not exist" in err and f"-r {newest}" in err
+
+
+@pytest.mark.parametrize(
+    ("images", "annotations", "says"), [(True, False, "3 images but no annotations"), (False, False, "no images")]
+)
+def test_an_empty_split_is_refused_before_training(tiny_data, tmp_path, capsys, images, annotations, says):
+    from tests.engine.conftest import tiny_config
+
+    data = json.loads((tiny_data / "annotations" / "instances_val.json").read_text())
+    data["annotations"] = data["annotations"] if annotations else []
+    data["images"] = data["images"] if images else []
+    empty = tmp_path / "empty.json"
+    empty.write_text(json.dumps(data))
+    config = tiny_config(tiny_data, tmp_path / "run")
+    config["train_dataloader"]["dataset"]["ann_file"] = str(empty)
+    path = tmp_path / "run.yml"
+    path.write_text(yaml.safe_dump(config))
+    assert train_main(["-c", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert f"{empty}: train_dataloader.dataset.ann_file has {says}" in err
+    assert not (tmp_path / "run" / "last.pth").exists()
 
 
 def test_non_finite_loss_names_step_and_checkpoint(tiny_config_file, tmp_path, monkeypatch):

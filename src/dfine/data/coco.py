@@ -300,6 +300,11 @@ class CocoDetection(Dataset):
         return len(self._index.files)
 
     @property
+    def num_boxes(self) -> int:
+        """Annotated boxes over all images (crowd boxes excluded)."""
+        return len(self._index.labels)
+
+    @property
     def image_ids(self) -> list[int]:
         return self._index.image_ids.tolist()
 

@@ -75,6 +75,9 @@ def _dataset(cfg: TrainConfig, loader: LoaderConfig, train: bool, category_map: 
         remap_mscoco_category=cfg.remap_mscoco_category,
         category_map=category_map,
     )
+    if len(dataset) == 0 or dataset.num_boxes == 0:  # background images are fine, a split of them is not
+        what = "no images" if len(dataset) == 0 else f"{len(dataset)} images but no annotations"
+        raise ValueError(f"{data.ann_file}: {where}.ann_file has {what}; point it at the split's annotation file")
     dataset.schedule = schedule
     return dataset
 
