@@ -363,3 +363,16 @@ def test_error_bad_config_key(capsys, configs):
 def test_error_missing_subcommand(capsys):
     status, _, err = _run(capsys)
     _assert_one_line_error(status, err, "required")
+
+
+@pytest.mark.parametrize(
+    ("name", "backend"), [("model.onnx", "onnx"), ("model.xml", "openvino"), ("m.engine", "tensorrt")]
+)
+def test_predict_with_an_exported_model_on_the_torch_backend_names_the_backend_flag(tmp_path, capsys, name, backend):
+    weights = tmp_path / name
+    weights.write_bytes(b"exported")
+    status = main(["predict", "--weights", str(weights), "--source", str(tmp_path), "--out", str(tmp_path / "o")])
+    assert status == 2
+    err = capsys.readouterr().err.strip()
+    assert err.endswith(f"{weights} is an exported model, not PyTorch weights: add --backend {backend}")
+    assert "Traceback" not in err

@@ -158,7 +158,13 @@ def _load_detector(args: argparse.Namespace) -> DFINE:
         return DFINE(args.size, device=args.device)
 
 
+EXPORTED_BACKEND = {".onnx": "onnx", ".xml": "openvino", ".engine": "tensorrt"}  # model file suffix -> --backend
+
+
 def _run_predict(args: argparse.Namespace) -> int:
+    exported = EXPORTED_BACKEND.get(Path(args.weights).suffix.lower()) if args.weights else None
+    if args.backend == "torch" and exported:
+        raise ValueError(f"{args.weights} is an exported model, not PyTorch weights: add --backend {exported}")
     if uses_backend_pipeline(args):  # another runtime, or videos: dfine.deploy's pipeline
         return run_backend_predict(args)
     out_dir = args.out.resolve()
