@@ -162,6 +162,9 @@ def test_epochs_and_epoches_are_one_key_last_given_wins(tmp_path):
     assert apply_overrides(load_yaml_config(child), ["epochs=1"])["epoches"] == 1  # -u beats both
     assert load_train_config(child, ["epochs=1"]).epochs == 1
     assert load_train_config(base).epochs == 160
+    assert train_config_from_dict({"epochs": 7}).epochs == 7  # a dict built in code: the same one key
+    with pytest.raises(ConfigError, match="epochs: 7 and epoches: 9 are the same setting"):
+        train_config_from_dict({"epochs": 7, "epoches": 9})
 
 
 def test_one_file_with_both_epoch_spellings_and_different_values_is_refused(tmp_path):

@@ -15,7 +15,7 @@ from typing import Any
 
 from ..engine.optim import ParamGroupSpec
 from .presets import ModelConfig
-from .yaml_config import ConfigError, apply_overrides, as_number, load_yaml_config
+from .yaml_config import ConfigError, apply_overrides, as_number, canonical_epochs, load_yaml_config
 from .yaml_model import model_config_from_dict
 
 __all__ = [
@@ -380,6 +380,7 @@ def _criterion_config(reader: _Reader, raw: dict[str, Any]) -> CriterionConfig:
 
 def train_config_from_dict(raw: dict[str, Any], source: str = "<dict>") -> TrainConfig:
     """Translate a merged official-style config dict into a :class:`TrainConfig`."""
+    raw = canonical_epochs(raw, source)  # also for a dict that did not come through load_yaml_config
     reader = _Reader(source)
     reader.check_keys(raw, _RUNTIME_TOP | _IGNORED_TOP, "")
     model, pretrained, local_dir = _model_config(reader, raw)
@@ -390,7 +391,7 @@ def train_config_from_dict(raw: dict[str, Any], source: str = "<dict>") -> Train
     # the official section is DFINEPostProcessor; PostProcessor is accepted too
     post = {**reader.section(raw, "PostProcessor"), **reader.section(raw, "DFINEPostProcessor")}
     reader.check_keys(post, {"num_top_queries", "use_focal_loss", "remap_mscoco_category"}, "DFINEPostProcessor")
-    epochs = raw.get("epoches", raw.get("epochs", 72))  # load_yaml_config folds "epochs" into "epoches"
+    epochs = raw.get("epoches", 72)
     return TrainConfig(
         source=source,
         model=model,

@@ -12,7 +12,15 @@ from typing import Any
 
 import yaml
 
-__all__ = ["ConfigError", "load_yaml_config", "apply_overrides", "deep_merge", "as_number", "INPUT_SIZE_KEY"]
+__all__ = [
+    "ConfigError",
+    "canonical_epochs",
+    "load_yaml_config",
+    "apply_overrides",
+    "deep_merge",
+    "as_number",
+    "INPUT_SIZE_KEY",
+]
 
 INCLUDE_KEY = "__include__"
 INPUT_SIZE_KEY = "input_size"  # override that sets every size-dependent entry at once
@@ -49,7 +57,7 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
-def _canonical_epochs(data: dict[str, Any], where: str) -> dict[str, Any]:
+def canonical_epochs(data: dict[str, Any], where: str) -> dict[str, Any]:
     """``epochs`` and ``epoches`` as one key (``epoches``), so the later file or override wins whichever
     spelling each uses; one file giving both with different values is refused."""
     given = {k: data[k] for k in EPOCHS_ALIASES if k in data}
@@ -70,7 +78,7 @@ def load_yaml_config(path: str | Path, _stack: tuple[Path, ...] = ()) -> dict[st
     if path in _stack:
         chain = " -> ".join(str(p) for p in (*_stack, path))
         raise ConfigError(f"circular __include__: {chain}")
-    data = _canonical_epochs(_read_yaml(path), str(path))
+    data = canonical_epochs(_read_yaml(path), str(path))
     includes = data.pop(INCLUDE_KEY, []) or []
     if isinstance(includes, str):
         includes = [includes]
