@@ -3,13 +3,12 @@
 Weight-compatible with the official checkpoints::
 
     import dfine
-    model = dfine.build_model("s")
-    dfine.load_checkpoint(model, "dfine_s_coco.pth")
-    outputs = model.eval()(images)          # pred_logits [B, 300, 80], pred_boxes [B, 300, 4]
-    detections = dfine.PostProcessor()(outputs, orig_sizes_wh)
+    detector = dfine.DFINE.from_pretrained("dfine-s-coco")   # zoo name, URL, .pth, HF folder
+    predictions = detector.predict("street.jpg")              # paths, folders, PIL, arrays
 
-    detector = dfine.DFINE.from_checkpoint("dfine_s_coco.pth")   # high level: paths, PIL, arrays
-    predictions = detector.predict("street.jpg")
+    model, info = dfine.load_model("dfine_s_coco.pth")        # train-layout model + ModelInfo
+    outputs = model(images)                 # pred_logits [B, 300, 80], pred_boxes [B, 300, 4]
+    detections = dfine.PostProcessor()(outputs, orig_sizes_wh)
 """
 
 from __future__ import annotations
@@ -18,13 +17,17 @@ from .builders import build_criterion, build_model
 from .config.presets import MODEL_PRESETS, ModelConfig, available_sizes, model_config
 from .config.yaml_model import load_model_config
 from .data.images import list_images, load_image
-from .engine.checkpoint import CheckpointError, LoadReport, infer_model_size, load_checkpoint
+from .engine.checkpoint import CheckpointError, LoadReport, infer_model_size
+from .hub.zoo import available_weights
+from .loading import load_checkpoint, load_model
 from .losses.criterion import DFINECriterion, LossWeights
 from .losses.matcher import HungarianMatcher
 from .model.dfine import DFINE as DFINEModel
 from .model.postprocess import PostProcessor
 from .model.summary import ModelSummary, count_flops, count_parameters, summarize
-from .predictor import DFINE, Prediction, RandomWeightsWarning
+from .model_info import ModelInfo, RandomWeightsWarning
+from .prediction import Prediction
+from .predictor import DFINE
 
 __version__ = "0.1.0"
 
@@ -38,11 +41,13 @@ __all__ = [
     "LoadReport",
     "LossWeights",
     "ModelConfig",
+    "ModelInfo",
     "ModelSummary",
     "PostProcessor",
     "Prediction",
     "RandomWeightsWarning",
     "available_sizes",
+    "available_weights",
     "build_criterion",
     "build_model",
     "count_flops",
@@ -51,6 +56,7 @@ __all__ = [
     "list_images",
     "load_checkpoint",
     "load_image",
+    "load_model",
     "load_model_config",
     "model_config",
     "summarize",

@@ -7,8 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
+from dfine.builders import build_model
 from dfine.cli.main import main
 from dfine.config.presets import model_config
 from dfine.config.yaml_model import load_model_config
@@ -287,7 +289,7 @@ def test_predict_folder_with_weights(capsys, tmp_path, official_n_weights):
     )  # fmt: skip
     assert status == 0, err
     assert "WARNING" not in err
-    assert sorted(p.name for p in out_dir.iterdir()) == ["predictions.json", "tall.png", "wide.jpg"]
+    assert sorted(p.name for p in out_dir.iterdir()) == ["image_ids.json", "predictions.json", "tall.png", "wide.jpg"]
     with Image.open(out_dir / "wide.jpg") as annotated:
         assert annotated.size == (160, 96)
     records = json.loads((out_dir / "predictions.json").read_text())
@@ -339,7 +341,7 @@ def test_error_empty_folder(capsys, tmp_path):
     status, _, err = _run(
         capsys, "predict", "--size", "n", "--source", str(tmp_path / "empty"), "--out", str(tmp_path / "o")
     )
-    _assert_one_line_error(status, err, "no images found")
+    _assert_one_line_error(status, err, "no images or videos found")
 
 
 def test_error_no_weights_and_no_size(capsys, tmp_path):
@@ -376,3 +378,21 @@ def test_predict_with_an_exported_model_on_the_torch_backend_names_the_backend_f
     err = capsys.readouterr().err.strip()
     assert err.endswith(f"{weights} is an exported model, not PyTorch weights: add --backend {backend}")
     assert "Traceback" not in err
+
+
+def test_info_weights_lists_the_zoo(capsys):
+    status, out, _ = _run(capsys, "info", "--weights")
+    assert status == 0
+    for name in ("dfine-n-coco", "dfine-x-obj2coco", "dfine-l-obj365", "hgnetv2-b6", "dfine-s-coco-hf"):
+        assert name in out
+
+
+def test_predict_with_weights_of_no_preset_advises_flags_predict_has(capsys, tmp_path):
+    state = build_model("n").state_dict()
+    state = {k: v for k, v in state.items() if not k.startswith("decoder.decoder.layers.2.")}  # a 2-layer decoder
+    torch.save(state, tmp_path / "custom.pth")
+    _write_images(tmp_path / "images")
+    status, _, err = _run(capsys, "predict", "--weights", str(tmp_path / "custom.pth"),
+                          "--source", str(tmp_path / "images"), "--out", str(tmp_path / "out"))  # fmt: skip
+    _assert_one_line_error(status, err, "--size")
+    assert " -c " not in err.replace("dfine export -c", "")

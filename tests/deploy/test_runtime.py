@@ -120,7 +120,11 @@ def test_run_inference_on_images_and_a_video(n_exports, tmp_path):
     detector = BackendDetector(open_backend("onnx", n_exports["onnx"], threads=2))
     run = run_inference(detector, [inputs], tmp_path / "out", conf_threshold=LOW_CONF, batch_size=2, progress=False)
     assert (run.images, run.frames) == (2, 3)
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.jpg", "b.png", "clip.mp4", "predictions.json"]
+    written = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert written == ["a.jpg", "b.png", "clip.mp4", "image_ids.json", "predictions.json"]
+    numbering = json.loads((tmp_path / "out" / "image_ids.json").read_text())
+    frames = {f"{inputs / 'clip.mp4'}#{i}": 2 + i for i in range(3)}
+    assert numbering == {str(inputs / "a.jpg"): 0, str(inputs / "b.png"): 1, **frames}
     records = json.loads(run.results_file.read_text())
     assert len(records) == run.detections > 0
     first = records[0]

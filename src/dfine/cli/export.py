@@ -20,6 +20,8 @@ import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from tqdm import tqdm
+
 from ..config.presets import available_sizes
 from ..config.yaml_model import load_model_config
 from ..data.images import list_images, load_image
@@ -28,12 +30,11 @@ from ..deploy.benchmark import time_backend
 from ..deploy.onnx import OnnxRuntimeBackend, check_onnx_model, export_onnx, validate_opset
 from ..deploy.openvino import OpenVINOBackend, export_openvino
 from ..deploy.optional import MissingDependencyError
-from ..deploy.pipeline import run_inference
+from ..deploy.pipeline import check_inputs, image_ids_from_annotations, run_inference
 from ..deploy.runtime import BACKENDS, BackendDetector, open_backend, preprocess
 from ..deploy.tensorrt import TensorRTBackend, build_engine
 from ..deploy.verify import check_images, verify_backend
-from ..deploy.video import VIDEO_EXTENSIONS, is_video
-from ..deploy.wrapper import load_deploy_model
+from ..deploy.wrapper import load_deploy_model, model_from_checkpoint
 from ..engine.checkpoint import infer_model_size
 from ..model.dfine import DFINE as DFINEModel
 from ..model.summary import summarize
@@ -47,14 +48,13 @@ __all__ = [
     "get_info_main",
     "inference_main",
     "run_backend_predict",
-    "uses_backend_pipeline",
     "run_export",
     "tool_main",
     "trt_benchmark_main",
     "user_errors",
 ]
 
-FORMATS = ("onnx", "openvino", "tensorrt")
+FORMATS = ("onnx", "openvino", "tensorrt", "hf")
 _MODEL_SUFFIXES = (".onnx", ".xml", ".engine", ".trt", ".plan", ".pth", ".pt")  # replaced by each format's own
 _FP16_SCORE_TOL = 2e-2  # --check of an fp16 TensorRT engine: half precision moves scores by ~1e-3..1e-2
 _FP16_BOX_TOL_FRACTION = 1e-2
@@ -83,7 +83,7 @@ def tool_main(parser: argparse.ArgumentParser, run: Callable[[argparse.Namespace
         return 2
 
 
-def _load_model(config: Path | None, checkpoint: Path | None, size: str | None, updates: list[str] | None):
+def _load_model(config: Path | None, checkpoint: str | None, size: str | None, updates: list[str] | None):
     """The deploy module and metadata; random weights (no checkpoint) get one loud warning line."""
     if checkpoint is None:
         print("WARNING: no checkpoint (-r) given: the model has RANDOM weights (fine for timing only)", file=sys.stderr)
@@ -100,7 +100,9 @@ def add_export_arguments(
 ) -> argparse.ArgumentParser:
     """The official ``export_onnx.py`` flags (``-c -r --check --simplify --opset``) and ours."""
     parser.add_argument("-c", "--config", type=Path, help="official-style YAML config of the model")
-    parser.add_argument("-r", "--resume", type=Path, help="checkpoint (.pth); without it: RANDOM weights")
+    parser.add_argument(
+        "-r", "--resume", help="weights: checkpoint, URL or zoo name (dfine info --weights); without it: RANDOM weights"
+    )
     parser.add_argument(
         "--size", type=str.lower, choices=available_sizes(), help="model size without a config (default: from -r)"
     )
@@ -137,8 +139,10 @@ def _output_base(args: argparse.Namespace) -> Path:
     """``dir/stem`` that each format adds its suffix to: ``--output``, else the checkpoint's, else ``model``."""
     if args.output is not None:
         path = args.output
-    elif args.resume is not None:
-        path = args.resume
+    elif args.resume is not None and Path(args.resume).exists():
+        path = Path(args.resume)
+    elif args.resume is not None:  # a URL or zoo name: its file name, in the working folder
+        path = Path(args.resume.rstrip("/").rsplit("/", 1)[-1])
     else:
         path = Path("model")
     return path.with_suffix("") if path.suffix.lower() in _MODEL_SUFFIXES else path
@@ -153,6 +157,16 @@ def run_export(args: argparse.Namespace) -> int:
     validate_opset(args.opset)  # before the (slow) model build
     model, metadata = _load_model(args.config, args.resume, args.size, args.update)
     base = _output_base(args)
+    if "hf" in args.format:
+        from ..hub.hf import save_hf_checkpoint
+
+        if args.resume is None:
+            raise ValueError("--format hf writes trained weights: pass them with -r CHECKPOINT")
+        train_model, info = model_from_checkpoint(args.resume, args.config, args.size, args.update)
+        folder = save_hf_checkpoint(train_model, info.class_names, _with_suffix(base, "_hf"))
+        print(f"Hugging Face: {folder} (config.json + model.safetensors; DFineForObjectDetection.from_pretrained)")
+        if args.format == ["hf"]:
+            return 0
     result = export_onnx(
         model,
         _with_suffix(base, ".onnx"),
@@ -232,7 +246,7 @@ def add_backend_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentP
 
 def _run_pipeline(
     backend_name: str,
-    model_file: Path | None,
+    model_file: str | Path | None,
     sources: Sequence[str],
     out_dir: Path,
     *,
@@ -243,30 +257,38 @@ def _run_pipeline(
     conf: float = 0.25,
     batch_size: int = 8,
     image_size: int | None = None,
+    ann_file: Path | None = None,
+    fix: str | None = None,
 ) -> int:
+    check_inputs(sources, out_dir)  # a missing or empty input fails before the (slow) model load
     if backend_name == "torch" and model_file is None:
         print("WARNING: no checkpoint given: RANDOM weights, detections are meaningless", file=sys.stderr)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RandomWeightsWarning)
-        backend = open_backend(backend_name, model_file, config=config, size=size, device=device, threads=threads)
+        backend = open_backend(
+            backend_name, model_file, config=config, size=size, device=device, threads=threads, fix=fix
+        )
     detector = BackendDetector(backend)
-    if image_size is not None and image_size != detector.image_size:
-        raise ValueError(f"the model takes {detector.image_size}x{detector.image_size} inputs, not {image_size}")
-    run = run_inference(detector, sources, out_dir, conf_threshold=conf, batch_size=batch_size)
+    image_ids = image_ids_from_annotations(ann_file) if ann_file is not None else None
+    run = run_inference(
+        detector,
+        sources,
+        out_dir,
+        conf_threshold=conf,
+        batch_size=batch_size,
+        image_size=image_size,
+        image_ids=image_ids,
+        log=tqdm.write,  # per-file lines above the progress bar
+    )
     what = f"{run.images} image(s)" + (f" and {run.frames} video frame(s)" if run.frames else "")
     print(f"{backend.name}: {what}, {run.detections} detections -> {run.out_dir} ({run.results_file.name})")
     return 0
 
 
-def uses_backend_pipeline(args: argparse.Namespace) -> bool:
-    """Whether ``dfine predict`` goes through :func:`run_backend_predict`: another backend, or a video input."""
-    if args.backend != "torch":
-        return True
-    for source in args.source or ():
-        path = Path(source)
-        if is_video(path) or (path.is_dir() and any(p.suffix.lower() in VIDEO_EXTENSIONS for p in path.iterdir())):
-            return True
-    return False
+PREDICT_FIX = (
+    "pass --size if it is one of n, s, m, l, x; a custom architecture predicts after "
+    "'dfine export -c CONFIG -r CHECKPOINT' with --backend onnx"
+)
 
 
 def run_backend_predict(args: argparse.Namespace) -> int:
@@ -287,6 +309,8 @@ def run_backend_predict(args: argparse.Namespace) -> int:
             conf=a.conf,
             batch_size=a.batch_size,
             image_size=a.image_size,
+            ann_file=getattr(a, "ann_file", None),
+            fix=PREDICT_FIX,
         )
     )(args)
 
@@ -302,7 +326,7 @@ def _inference_parser(backend: str, prog: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=prog, description=f"D-FINE inference with {backend}: annotated images/videos")
     if backend == "torch":
         parser.add_argument("-c", "--config", type=Path, help="YAML config (default: size inferred from -r)")
-        parser.add_argument("-r", "--resume", type=Path, required=True, help="checkpoint (.pth)")
+        parser.add_argument("-r", "--resume", required=True, help="weights: checkpoint (.pth), URL or zoo name")
     else:
         flags, what = _TOOL_MODEL_FLAGS[backend]
         parser.add_argument(*flags, dest="model_file", type=Path, required=True, help=what)

@@ -22,13 +22,13 @@ from PIL import Image, ImageDraw
 
 from ..config.presets import available_sizes, model_config
 from ..config.yaml_model import load_model_config
-from ..data.images import expand_sources
-from ..deploy.pipeline import coco_category_ids, coco_records, unique_path
+from ..deploy.pipeline import coco_records
 from ..engine.checkpoint import infer_model_size
+from ..hub.zoo import weights_table
 from ..model.dfine import DFINE as DFINEModel
 from ..model.summary import ModelSummary, summarize
 from ..predictor import DFINE, RandomWeightsWarning
-from .export import add_backend_arguments, add_export_commands, run_backend_predict, uses_backend_pipeline
+from .export import add_backend_arguments, add_export_commands, run_backend_predict
 from .visualize import add_visualize_command
 
 __all__ = ["main"]
@@ -60,11 +60,16 @@ def _build_parser() -> argparse.ArgumentParser:
     what = info.add_mutually_exclusive_group(required=True)
     what.add_argument("--size", type=str.lower, choices=[*sizes, "all"], help="model size, or 'all'")
     what.add_argument("-c", "--config", type=Path, help="official-style D-FINE YAML config")
+    what.add_argument("--weights", action="store_true", help="the pretrained weights by name (the zoo)")
     info.add_argument("--image-size", type=int, default=640, help="input side for GFLOPs (default 640)")
     info.set_defaults(run=_run_info)
 
     predict = commands.add_parser("predict", help="detect objects, write annotated images + predictions.json")
-    predict.add_argument("--weights", type=Path, help="checkpoint (.pth); without it: RANDOM weights")
+    predict.add_argument(
+        "--weights",
+        help="checkpoint (.pth), HF folder, URL or zoo name (dfine info --weights); or the exported file of "
+        "--backend; without it: RANDOM weights",
+    )
     predict.add_argument("--size", type=str.lower, choices=sizes, help="model size (default: inferred from --weights)")
     source = predict.add_mutually_exclusive_group(required=True)
     source.add_argument("--source", nargs="+", help="image file(s) and/or folder(s) of images")
@@ -76,6 +81,9 @@ def _build_parser() -> argparse.ArgumentParser:
         "--image-size", type=int, default=None, help="model input side (default: the model's, 640 for official)"
     )
     predict.add_argument("--batch-size", type=int, default=4, help="images per forward pass (default 4)")
+    predict.add_argument(
+        "--ann-file", type=Path, help="COCO annotations of the images: predictions.json then uses their image ids"
+    )
     add_backend_arguments(predict)
     predict.set_defaults(run=_run_predict)
 
@@ -99,6 +107,9 @@ def _summary_lines(title: str, summary: ModelSummary) -> list[str]:
 
 
 def _run_info(args: argparse.Namespace) -> int:
+    if args.weights:
+        print(weights_table())
+        return 0
     if args.image_size <= 0 or args.image_size % 32:
         raise ValueError(f"--image-size must be a positive multiple of 32, got {args.image_size}")
     if args.config is not None:
@@ -145,7 +156,7 @@ def _demo_image(width: int = 640, height: int = 480) -> Image.Image:
 
 def _load_detector(args: argparse.Namespace) -> DFINE:
     if args.weights is not None:
-        return DFINE.from_checkpoint(args.weights, size=args.size, device=args.device)
+        return DFINE.from_pretrained(args.weights, size=args.size, device=args.device)
     if args.size is None:
         raise ValueError("pass --weights CHECKPOINT, or --size to run a model with random weights")
     print(
@@ -165,32 +176,19 @@ def _run_predict(args: argparse.Namespace) -> int:
     exported = EXPORTED_BACKEND.get(Path(args.weights).suffix.lower()) if args.weights else None
     if args.backend == "torch" and exported:
         raise ValueError(f"{args.weights} is an exported model, not PyTorch weights: add --backend {exported}")
-    if uses_backend_pipeline(args):  # another runtime, or videos: dfine.deploy's pipeline
+    if not args.demo:  # images, folders and videos: the one pipeline of every backend
         return run_backend_predict(args)
-    out_dir = args.out.resolve()
-    if args.demo:
-        sources: list = [_demo_image()]
-    else:
-        sources = expand_sources(args.source)
-        for source in sources:
-            if source.resolve().parent == out_dir:
-                raise ValueError(f"--out {args.out} holds the input {source}; choose another output folder")
+    if args.backend != "torch":
+        raise ValueError("--demo runs with --backend torch; pass --source IMAGES for other backends")
     detector = _load_detector(args)
-    predictions = detector.predict(
-        sources, conf_threshold=args.conf, image_size=args.image_size, batch_size=args.batch_size
-    )
+    (prediction,) = detector.predict(_demo_image(), conf_threshold=args.conf, image_size=args.image_size)
+    out_dir = args.out.resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
-    category_ids = coco_category_ids(detector.class_names)
-    records: list[dict] = []
-    taken: set[str] = set()
-    for index, prediction in enumerate(predictions):
-        name = prediction.source.name if prediction.source is not None else _DEMO_NAME
-        annotated = prediction.save(unique_path(out_dir, name, taken))
-        image_file = str(prediction.source) if prediction.source is not None else _DEMO_NAME
-        records.extend(coco_records(prediction, index, category_ids, image_file=image_file))
-        print(f"{image_file}: {len(prediction)} detections -> {annotated}")
+    annotated = prediction.save(out_dir / _DEMO_NAME)
+    records = coco_records(prediction, 0, detector.info.category_ids, image_file=_DEMO_NAME)
     (out_dir / "predictions.json").write_text(json.dumps(records, indent=1))
-    print(f"wrote {len(predictions)} annotated image(s) and predictions.json ({len(records)} detections) to {out_dir}")
+    print(f"{_DEMO_NAME}: {len(prediction)} detections -> {annotated}")
+    print(f"wrote 1 annotated image and predictions.json ({len(records)} detections) to {out_dir}")
     return 0
 
 

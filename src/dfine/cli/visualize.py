@@ -32,7 +32,7 @@ from ..data.coco import CategoryMap, read_coco_json
 from ..data.images import load_image
 from ..deploy.optional import import_optional
 from ..deploy.runtime import BackendDetector, open_backend
-from ..predictor import Prediction
+from ..prediction import Prediction
 from .export import add_backend_arguments, tool_main, user_errors
 
 __all__ = ["add_visualize_command", "fiftyone_main", "run_visualize"]
@@ -49,7 +49,9 @@ def add_visualize_command(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--images", type=Path, required=True, help="folder of the dataset's images")
     parser.add_argument("--annotations", type=Path, required=True, help="COCO-format annotation file")
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--weights", type=Path, help="model to run: checkpoint, or an exported file with --backend")
+    source.add_argument(
+        "--weights", help="model to run: checkpoint, URL or zoo name, or an exported file with --backend"
+    )
     source.add_argument("--predictions", type=Path, help="COCO results JSON to show instead of running a model")
     parser.add_argument("-c", "--config", type=Path, help="torch backend: the checkpoint's YAML config")
     parser.add_argument("--size", type=str.lower, help="torch backend: model size (default: from the checkpoint)")
@@ -231,7 +233,7 @@ def fiftyone_main(argv: Sequence[str] | None = None) -> int:
     """``tools/visualization/fiftyone_vis.py -c CONFIG -r CKPT``: the val set and predictions in FiftyOne."""
     parser = argparse.ArgumentParser(prog="fiftyone_vis.py", description="browse predictions in FiftyOne")
     parser.add_argument("-c", "--config", type=Path, required=True, help="YAML config (its val set is loaded)")
-    parser.add_argument("-r", "--resume", type=Path, required=True, help="checkpoint (.pth)")
+    parser.add_argument("-r", "--resume", required=True, help="weights: checkpoint (.pth), URL or zoo name")
     parser.add_argument("--images", type=Path, help="image folder (default: the config's val img_folder)")
     parser.add_argument("--annotations", type=Path, help="COCO annotations (default: the config's val ann_file)")
     parser.add_argument("--max-images", type=int, default=200, help="images loaded (default 200)")

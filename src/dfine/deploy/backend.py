@@ -14,7 +14,7 @@ from typing import ClassVar
 
 import torch
 
-from ..predictor import resolve_device
+from ..model_info import resolve_device
 from .metadata import ModelMetadata
 from .wrapper import DeployModel
 
@@ -33,6 +33,7 @@ class Backend(ABC):
     """
 
     name: ClassVar[str]
+    any_input_size: ClassVar[bool] = False  # True: square inputs of any multiple of 32 run, not only image_size
 
     def __init__(self, metadata: ModelMetadata, fixed_batch: int | None = None) -> None:
         self.metadata = metadata
@@ -44,7 +45,8 @@ class Backend(ABC):
 
     def __call__(self, images: torch.Tensor, orig_target_sizes: torch.Tensor) -> Outputs:
         """Run the model on a batch (shapes and meaning: module docstring)."""
-        if images.ndim != 4 or tuple(images.shape[1:]) != (3, self.image_size, self.image_size):
+        side = images.shape[-1] if self.any_input_size and images.ndim == 4 and images.shape[-1] % 32 == 0 else None
+        if images.ndim != 4 or tuple(images.shape[1:]) != (3, side or self.image_size, side or self.image_size):
             raise ValueError(
                 f"images must be [N, 3, {self.image_size}, {self.image_size}] for this model, got {list(images.shape)}"
             )
@@ -74,6 +76,7 @@ class TorchBackend(Backend):
     """
 
     name = "torch"
+    any_input_size = True  # anchors are rebuilt for another input size
 
     def __init__(self, model: DeployModel, metadata: ModelMetadata, device: str | torch.device | None = None) -> None:
         super().__init__(metadata)

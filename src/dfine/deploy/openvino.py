@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from .backend import Backend, Outputs
-from .metadata import METADATA_PREFIX, ModelMetadata
+from .metadata import METADATA_KEYS, METADATA_PREFIX, ModelMetadata
 from .optional import import_optional
 from .wrapper import INPUT_NAMES, OUTPUT_NAMES
 
@@ -51,7 +51,7 @@ def export_openvino(
 
 def _read_metadata(model) -> ModelMetadata | None:
     values = {}
-    for key in ("class_names", "image_size", "num_top_queries"):
+    for key in METADATA_KEYS:
         if model.has_rt_info([_RT_INFO_SECTION, key]):
             values[METADATA_PREFIX + key] = model.get_rt_info([_RT_INFO_SECTION, key]).astype(str)
     return ModelMetadata.from_strings(values)

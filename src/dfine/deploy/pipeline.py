@@ -7,28 +7,70 @@ Output folder layout::
     OUT/<video stem>.mp4      annotated copy of each video
     OUT/predictions.json      one COCO results entry per detection: image_id, category_id,
                               bbox [x, y, w, h] in pixels, score (plus label, names, file / frame)
+    OUT/image_ids.json        the image_id given to each file (and video frame), when no
+                              annotation file supplied them
 
-``category_id`` is the COCO category id for a model with the 80 COCO classes, else the label.
+``category_id`` is the dataset's category id of the label, as stored with the model (a dfine
+checkpoint's category map; COCO's ids for the 80 COCO classes of the official models).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from tqdm import tqdm
 
-from ..data.coco_classes import COCO_CATEGORY_IDS, COCO_CLASS_NAMES
 from ..data.images import IMAGE_EXTENSIONS
-from ..predictor import Prediction
+from ..prediction import Prediction
 from .runtime import BackendDetector
 from .video import VIDEO_EXTENSIONS, VideoReader, VideoWriter, is_video
 
-__all__ = ["InferenceRun", "coco_category_ids", "coco_records", "collect_sources", "run_inference", "unique_path"]
+__all__ = [
+    "InferenceRun",
+    "check_inputs",
+    "image_ids_from_annotations",
+    "coco_records",
+    "collect_sources",
+    "run_inference",
+    "unique_path",
+]
 
 RESULTS_FILE = "predictions.json"
+IMAGE_IDS_FILE = "image_ids.json"
+
+
+def check_inputs(sources: Sequence[str | Path], out_dir: str | Path) -> tuple[list[Path], list[Path]]:
+    """:func:`collect_sources`, refusing an output folder that holds an input (it would be overwritten)."""
+    image_files, video_files = collect_sources(sources)
+    out_dir = Path(out_dir).resolve()
+    for path in (*image_files, *video_files):
+        if path.resolve().parent == out_dir:
+            raise ValueError(f"the output folder {out_dir} holds the input {path}; choose another output folder")
+    return image_files, video_files
+
+
+def image_ids_from_annotations(ann_file: str | Path) -> dict[str, int]:
+    """``file name -> image id`` of a COCO annotation file (its ``images[].file_name`` / ``id``).
+
+    Keys are the base names, so any folder layout of the images matches.
+
+    Raises:
+        FileNotFoundError / ValueError: a missing or unreadable file, or one without ``images``.
+    """
+    path = Path(ann_file)
+    if not path.is_file():
+        raise FileNotFoundError(f"annotation file not found: {path}")
+    try:
+        images = json.loads(path.read_text())["images"]
+        return {Path(str(image["file_name"])).name: int(image["id"]) for image in images}
+    except (ValueError, KeyError, TypeError) as err:
+        raise ValueError(
+            f"{path}: not a COCO annotation file with images[].file_name and images[].id ({type(err).__name__}: "
+            f"{err}); pass the dataset's instances_*.json"
+        ) from None
 
 
 @dataclass
@@ -80,11 +122,6 @@ def collect_sources(sources: Sequence[str | Path]) -> tuple[list[Path], list[Pat
     return images, videos
 
 
-def coco_category_ids(class_names: Sequence[str]) -> Sequence[int]:
-    """Category id per label: COCO's ids for a COCO-80 model, else the labels themselves."""
-    return COCO_CATEGORY_IDS if list(class_names) == list(COCO_CLASS_NAMES) else range(len(class_names))
-
-
 def coco_records(prediction: Prediction, image_id: int, category_ids: Sequence[int], **extra) -> list[dict]:
     """COCO results entries for one image: ``bbox`` as [x, y, width, height] pixels, plus ``extra``."""
     records = []
@@ -129,6 +166,8 @@ def run_inference(
     *,
     conf_threshold: float = 0.25,
     batch_size: int = 8,
+    image_size: int | None = None,
+    image_ids: Mapping[str, int] | None = None,
     progress: bool = True,
     log: Callable[[str], None] = print,
 ) -> InferenceRun:
@@ -140,23 +179,34 @@ def run_inference(
         out_dir: output folder (created); it must not be the folder of an input.
         conf_threshold: keep detections scoring at least this.
         batch_size: images (or frames) per model call.
+        image_size: model input side (None: the model's own; others on the torch backend only).
+        image_ids: ``file name -> image id`` (:func:`image_ids_from_annotations`) so the results
+            score against that annotation file; None numbers images in input order and writes the
+            numbering to ``image_ids.json``.
         progress: show progress bars (stderr).
         log: where the per-file lines go.
     """
-    image_files, video_files = collect_sources(sources)
+    image_files, video_files = check_inputs(sources, out_dir)
     out_dir = Path(out_dir).resolve()
-    for path in (*image_files, *video_files):
-        if path.resolve().parent == out_dir:
-            raise ValueError(f"the output folder {out_dir} holds the input {path}; choose another output folder")
+    if image_ids is not None:
+        unknown = [path.name for path in image_files if path.name not in image_ids]
+        if unknown or video_files:
+            what = f"{unknown[0]} is not in the annotation file" if unknown else "videos have no annotation ids"
+            raise ValueError(f"--ann-file: {what}; pass only the images it lists, or drop --ann-file")
     out_dir.mkdir(parents=True, exist_ok=True)
     run = InferenceRun(out_dir)
-    category_ids = coco_category_ids(detector.class_names)
+    category_ids = detector.category_ids
     records: list[dict] = []
+    numbering: dict[str, int] = {}
     taken: set[str] = set()
     with tqdm(total=len(image_files), unit="img", desc="images", disable=not progress or not image_files) as bar:
-        predictions = detector.iter_predict(image_files, conf_threshold, batch_size)
-        for image_id, prediction in enumerate(predictions):
-            run.outputs.append(prediction.save(unique_path(out_dir, prediction.source.name, taken)))
+        predictions = detector.iter_predict(image_files, conf_threshold, batch_size, image_size)
+        for index, prediction in enumerate(predictions):
+            image_id = image_ids[prediction.source.name] if image_ids is not None else index
+            numbering[str(prediction.source)] = image_id
+            annotated = prediction.save(unique_path(out_dir, prediction.source.name, taken))
+            run.outputs.append(annotated)
+            log(f"{prediction.source}: {len(prediction)} detections -> {annotated}")
             records.extend(coco_records(prediction, image_id, category_ids, image_file=str(prediction.source)))
             run.images += 1
             bar.update(1)
@@ -169,10 +219,11 @@ def run_inference(
                 VideoWriter(target, reader.fps, reader.size) as writer,
                 tqdm(total=total, unit="frame", desc=video.name, disable=not progress) as bar,
             ):
-                predictions = detector.iter_predict(_frames(reader, bar), conf_threshold, batch_size)
+                predictions = detector.iter_predict(_frames(reader, bar), conf_threshold, batch_size, image_size)
                 for frame_index, prediction in enumerate(predictions):
                     writer.write(prediction.draw())
                     image_id = run.images + run.frames
+                    numbering[f"{video}#{frame_index}"] = image_id
                     records.extend(
                         coco_records(prediction, image_id, category_ids, video_file=str(video), frame=frame_index)
                     )
@@ -181,4 +232,6 @@ def run_inference(
         log(f"{video}: {run.frames - frames_before} frames -> {target}")
     run.detections = len(records)
     run.results_file.write_text(json.dumps(records, indent=1))
+    if image_ids is None:
+        (out_dir / IMAGE_IDS_FILE).write_text(json.dumps(numbering, indent=1))
     return run

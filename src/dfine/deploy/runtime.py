@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 
 from ..data.images import ImageInput, expand_sources, load_image, to_model_input
-from ..predictor import Prediction, to_predictions
+from ..prediction import Prediction, to_predictions
 from .backend import Backend, Outputs, TorchBackend
 from .onnx import OnnxRuntimeBackend
 from .openvino import OpenVINOBackend
@@ -37,6 +37,7 @@ def open_backend(
     size: str | None = None,
     device: str | None = None,
     threads: int | None = None,
+    fix: str | None = None,
 ) -> Backend:
     """Load a model in one runtime.
 
@@ -49,11 +50,12 @@ def open_backend(
         size: torch only: the preset size when there is no config (inferred from the checkpoint if None).
         device: ``cpu``/``cuda[:N]``; OpenVINO device names (``CPU``, ``GPU``) for openvino.
         threads: CPU threads for onnxruntime and OpenVINO (None: the runtime's default).
+        fix: torch only: the end of the error for weights that fit no preset (the command's remedy).
     """
     if kind not in BACKENDS:
         raise ValueError(f"unknown backend {kind!r}; choose one of {', '.join(BACKENDS)}")
     if kind == "torch":
-        model, metadata = load_deploy_model(config, model_file, size=size)
+        model, metadata = load_deploy_model(config, model_file, size=size, **({"fix": fix} if fix else {}))
         return TorchBackend(model, metadata, device)
     if model_file is None:
         raise ValueError(f"the {kind} backend needs the exported model file (see 'dfine export')")
@@ -83,6 +85,16 @@ class BackendDetector:
     def __init__(self, backend: Backend, class_names: Sequence[str] | None = None) -> None:
         self.backend = backend
         self.class_names = list(class_names) if class_names is not None else list(backend.metadata.class_names)
+        if len(self.class_names) != backend.metadata.num_classes:
+            raise ValueError(
+                f"{len(self.class_names)} class names for a model with {backend.metadata.num_classes} classes; "
+                "pass one name per class"
+            )
+
+    @property
+    def category_ids(self) -> list[int]:
+        """The dataset's category id of each label (stored with the model), for COCO results."""
+        return list(self.backend.metadata.category_ids)
 
     @property
     def num_classes(self) -> int:
@@ -92,45 +104,69 @@ class BackendDetector:
     def image_size(self) -> int:
         return self.backend.image_size
 
-    def _run(self, images: list[Image.Image]) -> Outputs:
+    def _run(self, images: list[Image.Image], image_size: int) -> Outputs:
         """The backend on a batch; a static-batch model gets padded / split batches."""
         fixed = self.backend.fixed_batch
         if fixed is None:
-            return self.backend(*preprocess(images, self.image_size))
+            return self.backend(*preprocess(images, image_size))
         chunks = []
         for start in range(0, len(images), fixed):
             chunk = images[start : start + fixed]
             padded = chunk + [chunk[-1]] * (fixed - len(chunk))  # repeat the last image to fill the batch
-            chunks.append([out[: len(chunk)] for out in self.backend(*preprocess(padded, self.image_size))])
+            chunks.append([out[: len(chunk)] for out in self.backend(*preprocess(padded, image_size))])
         return tuple(torch.cat(parts) for parts in zip(*chunks))
 
+    def _input_size(self, image_size: int | None) -> int:
+        if image_size is None or image_size == self.image_size:
+            return self.image_size
+        if not self.backend.any_input_size:
+            raise ValueError(
+                f"this {self.backend.name} model takes {self.image_size}x{self.image_size} inputs, not "
+                f"{image_size}; re-export it for another size"
+            )
+        if image_size <= 0 or image_size % 32:
+            raise ValueError(f"image_size must be a positive multiple of 32 (the model's stride), got {image_size}")
+        return image_size
+
     def detect(
-        self, images: list[Image.Image], sources: Sequence[Path | None], conf_threshold: float = 0.25
+        self,
+        images: list[Image.Image],
+        sources: Sequence[Path | None],
+        conf_threshold: float = 0.25,
+        image_size: int | None = None,
     ) -> list[Prediction]:
         """One batch of RGB images (any sizes) -> one :class:`Prediction` each."""
         if not 0.0 <= conf_threshold <= 1.0:
             raise ValueError(f"conf_threshold must be in [0, 1], got {conf_threshold}")
-        return to_predictions(self._run(images), images, sources, conf_threshold, self.class_names)
+        outputs = self._run(images, self._input_size(image_size))
+        return to_predictions(outputs, images, sources, conf_threshold, self.class_names)
 
     def iter_predict(
-        self, items: Iterable[ImageInput], conf_threshold: float = 0.25, batch_size: int = 8
+        self,
+        items: Iterable[ImageInput],
+        conf_threshold: float = 0.25,
+        batch_size: int = 8,
+        image_size: int | None = None,
     ) -> Iterator[Prediction]:
         """Predictions for ``items`` (paths, PIL images, arrays...), batch by batch, in order."""
+        if not 0.0 <= conf_threshold <= 1.0:
+            raise ValueError(f"conf_threshold must be in [0, 1], got {conf_threshold}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        side = self._input_size(image_size)
         batch: list[ImageInput] = []
         for item in items:
             batch.append(item)
             if len(batch) == batch_size:
-                yield from self._predict_items(batch, conf_threshold)
+                yield from self._predict_items(batch, conf_threshold, side)
                 batch = []
         if batch:
-            yield from self._predict_items(batch, conf_threshold)
+            yield from self._predict_items(batch, conf_threshold, side)
 
-    def _predict_items(self, items: list[ImageInput], conf_threshold: float) -> list[Prediction]:
+    def _predict_items(self, items: list[ImageInput], conf_threshold: float, image_size: int) -> list[Prediction]:
         images = [load_image(item) for item in items]
         sources = [item if isinstance(item, Path) else None for item in items]
-        return self.detect(images, sources, conf_threshold)
+        return self.detect(images, sources, conf_threshold, image_size)
 
     def predict(
         self,
@@ -141,11 +177,7 @@ class BackendDetector:
     ) -> list[Prediction]:
         """Detect objects in images, as :meth:`dfine.DFINE.predict` (same arguments and results).
 
-        ``image_size`` must be None or the model's input size: an exported model has a fixed one.
+        ``image_size``: None for the model's input size; another multiple of 32 on the torch backend
+        only (an exported model has a fixed one).
         """
-        if image_size is not None and image_size != self.image_size:
-            raise ValueError(
-                f"this {self.backend.name} model takes {self.image_size}x{self.image_size} inputs, not "
-                f"{image_size}; re-export it for another size"
-            )
-        return list(self.iter_predict(expand_sources(source), conf_threshold, batch_size))
+        return list(self.iter_predict(expand_sources(source), conf_threshold, batch_size, image_size))

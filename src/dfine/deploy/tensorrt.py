@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from ..predictor import resolve_device
+from ..model_info import resolve_device
 from .backend import Backend, Outputs
 from .metadata import ModelMetadata
 from .optional import import_optional

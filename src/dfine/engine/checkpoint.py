@@ -26,6 +26,7 @@ __all__ = [
     "read_checkpoint",
     "extract_state_dict",
     "load_checkpoint",
+    "load_state_dict",
     "save_atomic",
     "infer_model_size",
 ]
@@ -216,6 +217,19 @@ def load_checkpoint(
         A :class:`LoadReport`.
     """
     state, source = extract_state_dict(read_checkpoint(path), path)
+    return load_state_dict(model, state, path, source=source, strict=strict, fix=fix)
+
+
+def load_state_dict(
+    model: nn.Module,
+    state: Mapping[str, torch.Tensor],
+    path: str | Path,
+    *,
+    source: str = "state_dict",
+    strict: bool = True,
+    fix: str = "Build the matching size, or pass strict=False to load only what fits (fine-tuning).",
+) -> LoadReport:
+    """:func:`load_checkpoint` for weights already read (``path`` names them in errors)."""
     own = model.state_dict()
     report = LoadReport(source=source)
     to_load = {}
@@ -242,7 +256,7 @@ def load_checkpoint(
             f"{path} does not fit this model ({len(own)} keys): "
             + "; ".join(problems)
             + "."
-            + _size_hint(state)
+            + _size_hint(dict(state))
             + f" {fix}"
         )
     model.load_state_dict(to_load, strict=False)

@@ -18,25 +18,27 @@ import yaml
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 
+from ..config.presets import model_config_from_dict
 from ..config.schema import LoaderConfig, TrainConfig
 from ..data.coco import CategoryMap, CocoDetection, read_coco_json
 from ..data.collate import BatchImageCollateFunction, batch_image_collate
 from ..data.from_config import build_pipeline, build_schedule
 from ..data.transforms import train_transforms, val_transforms
+from ..hub.download import hgnetv2_weights
 from ..losses.criterion import DFINECriterion
 from ..losses.matcher import HungarianMatcher
 from ..model.dfine import DFINE
-from ..model.hgnetv2 import load_hgnetv2_pretrained
+from ..model.hgnetv2 import HGNetv2, load_hgnetv2_pretrained
 from ..model.postprocess import PostProcessor
-from .checkpoint import load_checkpoint
-from .distributed import get_world_size, init_distributed, is_distributed, is_main_process
+from .checkpoint import CheckpointError, load_checkpoint, read_checkpoint
+from .distributed import barrier, get_world_size, init_distributed, is_distributed, is_main_process
 from .ema import ModelEMA
 from .evaluate import CocoEvaluator
 from .finetune import load_for_finetuning
 from .optim import FlatCosineSchedule, LinearWarmup, build_lr_scheduler, build_optimizer
 from .trainer import Trainer, TrainerOptions, seed_everything
 
-__all__ = ["build_trainer", "RunOptions"]
+__all__ = ["build_trainer", "load_pretrained_backbone", "RunOptions"]
 
 logger = logging.getLogger(__name__)
 
@@ -155,8 +157,49 @@ def _schedules(cfg: TrainConfig, optimizer: torch.optim.Optimizer, iters_per_epo
     return scheduler, warmup, None
 
 
+def load_pretrained_backbone(backbone: HGNetv2, local_model_dir: str | Path) -> None:
+    """ImageNet weights into ``backbone``: from ``local_model_dir`` when there, else downloaded into the cache.
+
+    Rank 0 downloads alone; the other ranks wait, then find the file in the cache.
+    """
+    if not is_main_process():
+        barrier()
+    path = hgnetv2_weights(backbone.name, local_model_dir, progress=is_main_process())
+    if is_main_process():
+        barrier()
+    load_hgnetv2_pretrained(backbone, path)
+
+
+def _local_weights(source: str | None) -> str | None:
+    """``-r``/``-t`` as a local file: a URL or zoo name is downloaded into the cache first."""
+    from ..loading import is_remote_source, resolve_weights
+
+    if source is None or not is_remote_source(source):
+        return source  # a local path, present or not (a missing one is reported with the resumable files)
+    return str(resolve_weights(source))
+
+
+def _refuse_another_model(path: str, cfg: TrainConfig) -> None:
+    """A dfine checkpoint holds its model config: refuse one that differs from ``cfg``'s, naming the field."""
+    from ..loading import config_difference
+
+    if not Path(path).is_file():
+        return  # resuming reports a missing file, naming the run's resumable checkpoints
+    checkpoint = read_checkpoint(path)
+    meta = checkpoint.get("dfine") if isinstance(checkpoint, dict) else None
+    if not (isinstance(meta, dict) and isinstance(meta.get("model"), dict)):
+        return  # official files hold weights only: the strict load names what does not fit
+    difference = config_difference(model_config_from_dict(meta["model"]), cfg.model)
+    if difference is not None:
+        raise CheckpointError(
+            f"{path} was trained with another model than {cfg.source} describes ({difference}, checkpoint vs "
+            "config); pass the config it was trained with (-c), or fine-tune from it with -t"
+        )
+
+
 def build_trainer(cfg: TrainConfig, run: RunOptions) -> tuple[Trainer, dict[str, Any]]:
     """Everything for one run, and a description of it (class names, sizes) for logging."""
+    run = dataclasses.replace(run, resume=_local_weights(run.resume), tuning=_local_weights(run.tuning))
     if run.use_amp is not None:
         cfg = dataclasses.replace(cfg, use_amp=run.use_amp)
     if run.seed is not None:
@@ -177,7 +220,7 @@ def build_trainer(cfg: TrainConfig, run: RunOptions) -> tuple[Trainer, dict[str,
 
     model = DFINE.from_config(cfg.model)
     if cfg.pretrained_backbone and not (run.resume or run.tuning):
-        load_hgnetv2_pretrained(model.backbone, cfg.local_model_dir)
+        load_pretrained_backbone(model.backbone, cfg.local_model_dir)
     if run.tuning:
         report = load_for_finetuning(model, run.tuning, list(category_map.class_names))
         if is_main_process():
@@ -218,6 +261,7 @@ def build_trainer(cfg: TrainConfig, run: RunOptions) -> tuple[Trainer, dict[str,
         "category_ids": list(category_map.category_ids),
         "num_classes": category_map.num_classes,
         "model": dataclasses.asdict(cfg.model),
+        "num_top_queries": cfg.num_top_queries,
         "remap_mscoco_category": cfg.remap_mscoco_category,
         "config_source": cfg.source,
     }
@@ -260,6 +304,7 @@ def build_trainer(cfg: TrainConfig, run: RunOptions) -> tuple[Trainer, dict[str,
         iteration_scheduler=iteration_scheduler,
     )
     if run.resume:
+        _refuse_another_model(run.resume, cfg)
         if run.test_only:
             fix = f"Evaluate it with the config it was trained with (-c), not {cfg.source}."
             report = load_checkpoint(model, run.resume, strict=True, fix=fix)

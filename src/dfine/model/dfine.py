@@ -27,6 +27,7 @@ class DFINE(nn.Module):
         self.backbone = backbone
         self.decoder = decoder
         self.encoder = encoder
+        self.config: ModelConfig | None = None  # the architecture, when built by from_config
 
     @classmethod
     def from_config(cls, cfg: ModelConfig) -> DFINE:
@@ -93,7 +94,9 @@ class DFINE(nn.Module):
             reg_scale=d.reg_scale,
             layer_scale=d.layer_scale,
         )
-        return cls(backbone, encoder, decoder)
+        model = cls(backbone, encoder, decoder)
+        model.config = cfg
+        return model
 
     @property
     def num_classes(self) -> int:

@@ -1,0 +1,1 @@
+"""Pretrained weights: the model zoo table, a safe cached downloader and Hugging Face conversion."""
