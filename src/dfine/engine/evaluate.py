@@ -62,13 +62,23 @@ class CocoEvaluator:
         self.label_to_category = list(label_to_category) if label_to_category is not None else None
         self.class_names = list(class_names) if class_names is not None else None
         self.detections: list[dict[str, Any]] = []
+        self.image_ids: list[int] = []  # images seen, in order (also those without detections)
 
     def reset(self) -> None:
         self.detections = []
+        self.image_ids = []
 
     def update(self, image_ids: list[int], results: list[dict[str, torch.Tensor]]) -> None:
-        """Add per-image post-processor results (``boxes`` xyxy pixels, ``scores``, ``labels``)."""
+        """Add per-image post-processor results (``boxes`` xyxy pixels, ``scores``, ``labels``).
+
+        An image seen before is skipped: a distributed sampler repeats images to even out the ranks.
+        """
+        seen = set(self.image_ids)
         for image_id, result in zip(image_ids, results, strict=True):
+            if int(image_id) in seen:
+                continue
+            seen.add(int(image_id))
+            self.image_ids.append(int(image_id))
             boxes = result["boxes"].detach().float().cpu()
             xywh = torch.cat([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], dim=1).tolist()
             labels = result["labels"].detach().cpu().tolist()
@@ -80,11 +90,18 @@ class CocoEvaluator:
                 )
 
     def gather(self) -> None:
-        """Collect the detections of all ranks (every rank ends with the full list)."""
-        merged = []
-        for part in all_gather_objects(self.detections):
-            merged.extend(part)
+        """Collect the detections of all ranks (every rank ends with the full list).
+
+        Each image counts once: ``DistributedSampler`` pads the last round with images another rank
+        also scores, and those second copies are dropped (the lowest rank's copy is kept).
+        """
+        merged, claimed = [], set()
+        for image_ids, detections in all_gather_objects((self.image_ids, self.detections)):
+            mine = set(image_ids) - claimed
+            merged.extend(d for d in detections if d["image_id"] in mine)
+            claimed |= mine
         self.detections = merged
+        self.image_ids = sorted(claimed)
 
     def write_json(self, path: str | Path) -> Path:
         path = Path(path)
