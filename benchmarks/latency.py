@@ -45,7 +45,7 @@ import dfine
 MODES = ("eager", "deploy", "fast", "bf16", "fast-bf16", "deploy+post", "fast+post")
 IMAGE_SIZE = 640
 PEAK_MATMUL_SIZE = 2048  # n for the n^3 matmul that measures the peak
-DEFAULT_FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"
+DEFAULT_FIXTURES = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "official"
 
 
 def _fixtures_dir() -> Path:

@@ -39,7 +39,7 @@ from dfine.predictor import RandomWeightsWarning
 IMAGE_SIZE = 640
 PEAK_MATMUL_SIZE = 2048  # n of the n^3 matmul that measures the fp32 peak
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "dfine"
-DEFAULT_FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"
+DEFAULT_FIXTURES = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "official"
 RUNTIMES = ("torch", "onnxruntime", "openvino", "openvino-bf16")
 
 

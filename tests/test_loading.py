@@ -150,3 +150,14 @@ def test_export_hf_writes_a_folder_transformers_loads(tmp_path, capsys):
     assert hf_model.config.id2label == {0: "a", 1: "b"}
     model, _ = dfine.load_model(folder)
     assert torch.equal(_outputs(model), _outputs(built))
+
+
+def test_train_resume_and_tuning_sources_download_first(official_n_weights, served, tmp_path):
+    from dfine.engine.setup import _local_weights
+
+    base, folder = served
+    (folder / "n.pth").symlink_to(official_n_weights)
+    local = Path(_local_weights(f"{base}/n.pth"))
+    assert local.is_file() and local.is_relative_to(tmp_path / "cache")
+    assert _local_weights(str(tmp_path / "run" / "last.pth")) == str(tmp_path / "run" / "last.pth")  # missing: as is
+    assert _local_weights(None) is None
