@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 
 import pytest
 import torch
 import yaml
 
 from dfine.cli.train import main as train_main
-from dfine.engine.trainer import NonFiniteLossError
 
 
 def _weights(path):
@@ -123,7 +123,13 @@ def test_an_empty_split_is_refused_before_training(tiny_data, tmp_path, capsys, 
     assert not (tmp_path / "run" / "last.pth").exists()
 
 
-def test_non_finite_loss_names_step_and_checkpoint(tiny_config_file, tmp_path, monkeypatch):
+def _assert_one_line(capsys, pattern: str) -> None:
+    err = capsys.readouterr().err
+    errors = [part.strip() for part in re.split(r"[\r\n]", err) if "error:" in part]  # progress bars use \r
+    assert len(errors) == 1 and "Traceback" not in err and re.search(pattern, errors[0]), err
+
+
+def test_non_finite_loss_names_step_and_checkpoint(tiny_config_file, tmp_path, monkeypatch, capsys):
     from dfine.losses.criterion import DFINECriterion
 
     original = DFINECriterion.forward
@@ -135,11 +141,11 @@ def test_non_finite_loss_names_step_and_checkpoint(tiny_config_file, tmp_path, m
 
     monkeypatch.setattr(DFINECriterion, "forward", poisoned)
     monkeypatch.setattr("dfine.losses.criterion.torch.nan_to_num", lambda x, nan=0.0: x)
-    with pytest.raises(NonFiniteLossError, match=r"epoch 0, step 0.*no checkpoint was written yet"):
-        train_main(["-c", str(tiny_config_file), "--output-dir", str(tmp_path / "nan")])
+    assert train_main(["-c", str(tiny_config_file), "--output-dir", str(tmp_path / "nan")]) == 1
+    _assert_one_line(capsys, r"epoch 0, step 0.*no checkpoint was written yet")
 
 
-def test_nan_predictions_stop_the_run(tiny_config_file, tmp_path, monkeypatch):
+def test_nan_predictions_stop_the_run(tiny_config_file, tmp_path, monkeypatch, capsys):
     from dfine.model.decoder import DFINETransformer
 
     original = DFINETransformer.forward
@@ -150,5 +156,44 @@ def test_nan_predictions_stop_the_run(tiny_config_file, tmp_path, monkeypatch):
         return out
 
     monkeypatch.setattr(DFINETransformer, "forward", poisoned)
-    with pytest.raises(NonFiniteLossError, match=r"predictions became NaN/inf at epoch 0, step 0"):
-        train_main(["-c", str(tiny_config_file), "--output-dir", str(tmp_path / "nan")])
+    assert train_main(["-c", str(tiny_config_file), "--output-dir", str(tmp_path / "nan")]) == 1
+    _assert_one_line(capsys, r"predictions became NaN/inf at epoch 0, step 0")
+
+
+def test_an_exploding_loss_stops_with_one_line(tiny_config_file, tmp_path, monkeypatch, capsys):
+    from dfine.engine import trainer as trainer_module
+    from dfine.losses.criterion import DFINECriterion
+
+    monkeypatch.setattr(trainer_module, "EXPLOSION_MIN_STEPS", 2)
+    original, calls = DFINECriterion.forward, []
+
+    def exploding(self, outputs, targets, **kwargs):
+        losses = original(self, outputs, targets, **kwargs)
+        calls.append(1)
+        if len(calls) == 3:  # finite, but ~1e8 times the earlier steps
+            losses["loss_vfl"] = losses["loss_vfl"] * 0 + 1e9
+        return losses
+
+    monkeypatch.setattr(DFINECriterion, "forward", exploding)
+    assert train_main(["-c", str(tiny_config_file), "--output-dir", str(tmp_path / "boom")]) == 1
+    _assert_one_line(capsys, r"loss exploded to .* at epoch \d+, step \d+")
+
+
+def test_a_full_disk_while_saving_says_what_is_intact(tiny_config_file, tmp_path, monkeypatch, capsys):
+    import errno
+
+    from dfine.engine import trainer as trainer_module
+
+    def fill_up(obj, path):
+        if path.name == "last.pth" and path.exists():  # epoch 0's checkpoints land, epoch 1's hit a full disk
+            raise OSError(errno.ENOSPC, "No space left on device")
+        torch.save(obj, path)
+        return path
+
+    monkeypatch.setattr(trainer_module, "save_atomic", fill_up)
+    assert train_main(["-c", str(tiny_config_file), "--output-dir", str(tmp_path / "full")]) == 1
+    intact = r"the previous checkpoint .*last\.pth is intact"
+    _assert_one_line(
+        capsys, rf"no space left on the device writing .*last\.pth; {intact}; .*resume with -r .*last\.pth"
+    )
+    assert torch.load(tmp_path / "full" / "last.pth", weights_only=True)["last_epoch"] == 0

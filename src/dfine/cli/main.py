@@ -24,6 +24,7 @@ from ..config.presets import available_sizes, model_config
 from ..config.yaml_model import load_model_config
 from ..deploy.pipeline import coco_records
 from ..engine.checkpoint import infer_model_size
+from ..engine.trainer import TrainingStopped
 from ..hub.zoo import weights_table
 from ..model.dfine import DFINE as DFINEModel
 from ..model.summary import ModelSummary, summarize
@@ -205,6 +206,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (_UsageError, ValueError, OSError) as err:
         print(f"dfine: error: {_one_line(err)}", file=sys.stderr)
         return 2
+    except TrainingStopped as err:  # a run that started and cannot go on: NaN, explosion, disk full
+        print(f"dfine: error: {_one_line(err)}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -82,11 +82,16 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the repository's ``train.py``."""
     parser = add_train_arguments(argparse.ArgumentParser(prog="train.py", description="Train or evaluate D-FINE."))
     args = parser.parse_args(argv)
+    from ..engine.trainer import TrainingStopped
+
     try:
         return run_train(args)
     except (ValueError, FileNotFoundError) as err:
         print(f"train.py: error: {err}", file=sys.stderr)
         return 2
+    except TrainingStopped as err:  # a run that started and cannot go on: NaN, explosion, disk full
+        print(f"train.py: error: {err}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -6,10 +6,13 @@ The trainer receives built components; :mod:`dfine.engine.setup` builds them fro
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import random
+import statistics
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,8 +38,21 @@ logger = logging.getLogger(__name__)
 RESUMABLE = ("last.pth", "checkpoint[0-9]*.pth", "best_stg[12].pth")
 
 
-class NonFiniteLossError(RuntimeError):
-    """Training produced a NaN or infinite loss."""
+class TrainingStopped(RuntimeError):
+    """A run that cannot go on; the message is one line naming where and what to do (CLI exit status 1)."""
+
+
+class NonFiniteLossError(TrainingStopped):
+    """Training produced a NaN or infinite loss, or a loss that exploded."""
+
+
+class CheckpointWriteError(TrainingStopped):
+    """A checkpoint could not be written (disk full, folder not writable); the previous one is intact."""
+
+
+EXPLOSION_FACTOR = 1e4  # a loss this many times the running median of the last losses stops the run
+EXPLOSION_WINDOW = 100  # losses in that median
+EXPLOSION_MIN_STEPS = 20  # losses seen before the check starts
 
 
 def seed_everything(seed: int) -> None:
@@ -140,6 +156,7 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda") if options.use_amp and device.type == "cuda" else None
         self.last_epoch = -1
         self.global_step = 0
+        self._recent_losses: deque[float] = deque(maxlen=EXPLOSION_WINDOW)  # for the explosion check
         self.best: dict[str, float] = {"stage1": -1.0, "stage2": -1.0}
         self.stale_evaluations = 0
         self.history: list[dict[str, Any]] = []
@@ -227,7 +244,19 @@ class Trainer:
         if weights_only:  # deployment file: EMA (or model) weights and metadata only
             weights = state["ema"]["module"] if "ema" in state else state["model"]
             state = {"model": weights, "last_epoch": self.last_epoch, "dfine": state.get("dfine", {})}
-        return save_atomic(state, self.output_dir / name)
+        target = self.output_dir / name
+        try:
+            return save_atomic(state, target)
+        except OSError as err:
+            last = self.output_dir / "last.pth"
+            kept = target if target.exists() else last if last.exists() else None
+            reason = "no space left on the device" if err.errno == errno.ENOSPC else err.strerror or str(err)
+            resume = f"resume with -r {last}" if last.exists() else "start the run again"
+            raise CheckpointWriteError(
+                f"{reason} writing {target}; "
+                + (f"the previous checkpoint {kept} is intact; " if kept else "no checkpoint was written yet; ")
+                + f"free space (or fix the folder's permissions) and {resume}"
+            ) from None
 
     # ------------------------------------------------------------------------------- training
     def _autocast(self):
@@ -235,6 +264,16 @@ class Trainer:
             return torch.autocast(device_type=self.device.type, enabled=False)
         dtype = torch.float16 if self.device.type == "cuda" else torch.bfloat16
         return torch.autocast(device_type=self.device.type, dtype=dtype)
+
+    def _exploded(self, loss: float) -> str | None:
+        """Why ``loss`` counts as an explosion (> EXPLOSION_FACTOR x the running median), else None."""
+        recent = self._recent_losses
+        median = statistics.median(recent) if len(recent) >= EXPLOSION_MIN_STEPS else None
+        recent.append(loss)
+        if median is not None and median > 0 and loss > EXPLOSION_FACTOR * median:
+            ratio = loss / median
+            return f"loss exploded to {loss:.4g} ({ratio:.0f}x the median {median:.4g} of the last {len(recent) - 1})"
+        return None
 
     def train_one_epoch(self, epoch: int) -> dict[str, float]:
         """One pass over ``train_loader``; returns the mean of each loss term and the final LR."""
@@ -259,11 +298,12 @@ class Trainer:
             finite_outputs = bool(
                 torch.isfinite(outputs["pred_boxes"]).all() and torch.isfinite(outputs["pred_logits"]).all()
             )
-            if not torch.isfinite(loss) or not finite_outputs:
+            exploded = self._exploded(float(loss.detach())) if finite_outputs and torch.isfinite(loss) else None
+            if not torch.isfinite(loss) or not finite_outputs or exploded:
                 last = self.output_dir / "last.pth"
                 what = f"loss became {loss.item()}" if finite_outputs else "the predictions became NaN/inf"
                 raise NonFiniteLossError(
-                    f"{what} at epoch {epoch}, step {step} (global step {self.global_step}); "
+                    f"{exploded or what} at epoch {epoch}, step {step} (global step {self.global_step}); "
                     + (f"the last good checkpoint is {last}" if last.exists() else "no checkpoint was written yet")
                     + ". Lower the learning rate, check the data with `dfine data check`, or disable --use-amp."
                 )
