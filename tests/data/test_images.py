@@ -239,3 +239,18 @@ def test_to_model_input_matches_the_official_transform():
     batch = to_model_input([image, image], 64)
     assert batch.shape == (2, 3, 64, 64) and batch.dtype == torch.float32
     assert torch.equal(batch[1], official(image))
+
+
+def test_a_decompression_bomb_is_one_clear_line_everywhere(tmp_path, monkeypatch):
+    from dfine.data.check import probe_image
+
+    path = tmp_path / "huge.png"
+    Image.new("RGB", (100, 100)).save(path)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 10,000 pixels > 2 x 1000: PIL refuses the header
+    with pytest.raises(ValueError, match=r"huge\.png: 10,000 pixels, over PIL's decompression-bomb limit of 2,000 .*"
+                       r"DFINE_MAX_IMAGE_PIXELS=10000"):  # fmt: skip
+        load_image(path)
+    _, _, issue = probe_image(path, "decode")
+    assert issue.kind == "oversized_image" and "DFINE_MAX_IMAGE_PIXELS" in issue.detail
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 20000)  # the documented way out
+    assert load_image(path).size == (100, 100)

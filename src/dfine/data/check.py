@@ -12,6 +12,7 @@ kind                      severity  training
 ========================  ========  =========================================================
 ``missing_file``          warning   image left out
 ``unreadable_image``      warning   image left out
+``oversized_image``       warning   image left out (over PIL's decompression-bomb limit)
 ``truncated_image``       warning   image left out (found with ``image_check="decode"``;
                                     otherwise replaced by another image when it is loaded)
 ``size_mismatch``         warning   the real image size is used
@@ -41,6 +42,8 @@ from typing import Any, Literal
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
+
+from .images import oversized_image_message
 
 __all__ = [
     "ERROR_KINDS",
@@ -223,6 +226,8 @@ def probe_image(
             orientation = img.getexif().get(_EXIF_ORIENTATION_TAG, 1)
             if image_check == "decode":
                 img.load()
+    except Image.DecompressionBombError as err:
+        return None, None, Issue("oversized_image", str(path), oversized_image_message(path, err))
     except UnidentifiedImageError as err:
         return None, None, Issue("unreadable_image", str(path), f"not an image PIL can read ({err})")
     except (OSError, SyntaxError, ValueError) as err:

@@ -35,7 +35,7 @@ from torchvision import tv_tensors
 
 from .check import CocoScan, DatasetReport, ImageCheck, Issue, scan_coco
 from .coco_classes import COCO_CATEGORY_IDS, COCO_CLASS_NAMES
-from .images import load_image, to_rgb
+from .images import load_image, oversized_image_message, to_rgb
 from .transforms import DetectionCompose
 
 __all__ = [
@@ -194,6 +194,8 @@ def _open_rgb(path: str, apply_exif: bool) -> Image.Image:
         with Image.open(path) as image:
             image.load()
             return to_rgb(image.copy())
+    except Image.DecompressionBombError as err:
+        raise ValueError(oversized_image_message(path, err)) from None
     except OSError as err:
         raise ValueError(f"{path}: cannot be decoded as an image ({err})") from None
 

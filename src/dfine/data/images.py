@@ -13,10 +13,17 @@ Every input becomes an RGB ``PIL.Image`` with 8 bits per channel, the form the o
   how PIL opens 16-bit PNG and TIFF files; values outside 0..65535 are clipped.
 * Float data must lie in [0, 1] and is rounded to 0..255.
 * Arrays are RGB(A) in ``HxW`` / ``HxWxC`` layout; tensors are ``CxHxW`` (or ``HxWxC`` / ``HxW``).
+* A file whose header claims more than twice PIL's ``Image.MAX_IMAGE_PIXELS`` (a decompression bomb,
+  or a genuinely huge image) is refused with its pixel count and the limit; raise the limit with the
+  environment variable ``DFINE_MAX_IMAGE_PIXELS`` (read when ``dfine`` is imported) or by setting
+  ``PIL.Image.MAX_IMAGE_PIXELS``. Training replaces such a file with another image (with a warning);
+  ``dfine data check`` reports it per file.
 """
 
 from __future__ import annotations
 
+import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -28,6 +35,8 @@ from torchvision.transforms import InterpolationMode
 
 __all__ = [
     "IMAGE_EXTENSIONS",
+    "MAX_PIXELS_ENV",
+    "oversized_image_message",
     "ImageInput",
     "list_images",
     "expand_sources",
@@ -37,6 +46,23 @@ __all__ = [
     "tensor_to_image",
     "to_model_input",
 ]
+
+MAX_PIXELS_ENV = "DFINE_MAX_IMAGE_PIXELS"
+if os.environ.get(MAX_PIXELS_ENV, "").strip().isdigit():  # the documented way to accept huge genuine images
+    Image.MAX_IMAGE_PIXELS = int(os.environ[MAX_PIXELS_ENV])
+
+
+def oversized_image_message(path: str | Path, err: Exception) -> str:
+    """One line for PIL's ``DecompressionBombError``: the pixel count, the limit, and how to raise it."""
+    found = re.search(r"\((\d+) pixels\)", str(err))
+    pixels = int(found.group(1)) if found else None
+    size = f"{pixels:,} pixels" if pixels else "too many pixels"
+    return (
+        f"{path}: {size}, over PIL's decompression-bomb limit of {2 * (Image.MAX_IMAGE_PIXELS or 0):,} "
+        f"(2 x Image.MAX_IMAGE_PIXELS); if the file is genuine, raise the limit with {MAX_PIXELS_ENV}="
+        f"{pixels or 'N'} or PIL.Image.MAX_IMAGE_PIXELS"
+    )
+
 
 # Extensions that PIL both reads and writes with its standard wheels (annotated copies are saved
 # under the source's own name).
@@ -135,6 +161,8 @@ def _open(path: Path) -> Image.Image:
         with Image.open(path) as image:
             image.load()
             upright = ImageOps.exif_transpose(image)  # a copy, so it outlives the open file
+    except Image.DecompressionBombError as err:
+        raise ValueError(oversized_image_message(path, err)) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise ValueError(
             f"{path}: cannot be decoded as an image ({err}); check that it is a complete image file "
