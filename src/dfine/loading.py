@@ -32,6 +32,7 @@ from .engine.checkpoint import (
     preset_config_for,
     read_checkpoint,
 )
+from .hub.download import fetch_weights, looks_like_local_file
 from .model.dfine import DFINE as DFINEModel
 from .model_info import ModelInfo, resolve_device
 
@@ -46,18 +47,12 @@ __all__ = [
 ]
 
 WeightsSource = str | Path  # see the module docstring
-_FILE_SUFFIXES = (".pth", ".pt", ".pkl", ".ckpt", ".bin", ".safetensors", ".json")
-
-
-def _looks_like_file(text: str) -> bool:
-    """A source that names a local file (so a missing one is 'not found', not a zoo lookup)."""
-    return text.lower().endswith(_FILE_SUFFIXES) and "://" not in text or text.startswith((".", "/", "~"))
 
 
 def is_remote_source(source: WeightsSource) -> bool:
     """A URL, zoo name or HF hub id: something to download, not a local path."""
     text = str(source)
-    return not Path(text).expanduser().exists() and not _looks_like_file(text)
+    return not Path(text).expanduser().exists() and not looks_like_local_file(text)
 
 
 def resolve_weights(source: WeightsSource) -> Path:
@@ -71,10 +66,8 @@ def resolve_weights(source: WeightsSource) -> Path:
     if path.exists():
         return path
     text = str(source)
-    if _looks_like_file(text):
+    if looks_like_local_file(text):
         raise FileNotFoundError(f"checkpoint not found: {text} (no such file; a URL or zoo name also works here)")
-    from .hub.download import fetch_weights  # network code only when a download is asked for
-
     return fetch_weights(text)
 
 

@@ -56,7 +56,7 @@ RETRY_DELAY_S = 1.0  # the wait before retry k is k * RETRY_DELAY_S
 # a safetensors file starts with its 8-byte header length, whose low byte may be 0x3C.
 _HTML_STARTS = (b"<!doctype", b"<html", b"<head", b"<body", b"<?xml", b"<!--")
 _TORCH_SUFFIXES = (".pth", ".pt", ".ckpt")
-_WEIGHT_SUFFIXES = (*_TORCH_SUFFIXES, ".safetensors", ".bin", ".onnx", ".engine")
+_WEIGHT_SUFFIXES = (*_TORCH_SUFFIXES, ".safetensors", ".bin", ".onnx", ".engine", ".pkl", ".json")
 _HF_REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*")
 
 
@@ -310,6 +310,14 @@ def _fetch_entry(entry: WeightsEntry, cache: str | Path | None, progress: bool) 
     )
 
 
+def looks_like_local_file(source: str) -> bool:
+    """A source that names a local file (a missing one is 'not found', never a zoo name or HF id to download)."""
+    if "://" in source:
+        return False
+    suffix = Path(source).suffix.lower()
+    return suffix in _WEIGHT_SUFFIXES or source.startswith((".", "/", "~")) or source.count("/") > 1
+
+
 def fetch_weights(source: str, *, cache: str | Path | None = None, progress: bool = True) -> Path:
     """A local path for ``source``: an existing path, a zoo name, an http(s) URL or a Hugging Face id.
 
@@ -327,8 +335,7 @@ def fetch_weights(source: str, *, cache: str | Path | None = None, progress: boo
         folder = root / "url" / hashlib.sha256(source.encode()).hexdigest()[:16]
         check = _loads_as_tensors if urllib.parse.urlsplit(source).path.endswith(_TORCH_SUFFIXES) else None
         return download(source, cache=folder, check=check, progress=progress)
-    looks_like_file = path.suffix in _WEIGHT_SUFFIXES or source.startswith((".", "/", "~")) or source.count("/") > 1
-    if looks_like_file:
+    if looks_like_local_file(source):
         raise FileNotFoundError(f"weights file not found: {path}; check the path, or pass a zoo name or URL")
     if _HF_REPO_ID.fullmatch(source):
         return download_hf_snapshot(source, cache=cache, progress=progress)
