@@ -1,10 +1,11 @@
 #!/bin/bash
 # Same-data bench (../shared/bench) with several seeds of dfine and of the official code at once on one GPU.
-# usage: benchmarks/official_seeds_gpu.sh OFFICIAL_REPO SHAPES_PY OUT_DIR [SEEDS="0 1 2"] [LIMIT_S=440]
-# Writes OUT_DIR/{ours,official}S/log.txt and prints the AP per epoch of each run. Each run: the bench config
+# usage: benchmarks/official_seeds_gpu.sh OFFICIAL_REPO SHAPES_PY OUT_DIR [RUNS="ours:0 official:0 ..."] [LIMIT_S=440]
+# RUNS: CODE:SEED pairs, CODE `ours` or `official` (default: seeds 0-2 of both).
+# Writes OUT_DIR/{ours,official}S/log.txt and prints the AP per epoch of each run, every minute while they train. Each run: the bench config
 # (320 px, batch 8, 12 epochs, augmentation stop at 10) with 2 loader workers and 1 OpenMP thread per process.
 set -u
-official=$(realpath "$1"); shapes_py=$(realpath "$2"); B=$(realpath -m "$3"); seeds=${4:-"0 1 2"}; limit=${5:-440}
+official=$(realpath "$1"); shapes_py=$(realpath "$2"); B=$(realpath -m "$3"); runs=${4:-"ours:0 official:0 ours:1 official:1 ours:2 official:2"}; limit=${5:-440}
 root=$(cd "$(dirname "$0")/.." && pwd); mkdir -p "$B"
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 PYTHONUNBUFFERED=1
 [ -d "$B/shapes" ] || python3 "$shapes_py" "$B/shapes" >/dev/null || exit 1
@@ -45,15 +46,21 @@ val_dataloader:
 lr_warmup_scheduler: {warmup_duration: 100}
 YML
 }
-for s in $seeds; do
-  config ours "$s"; config official "$s"
-  (cd "$root" && timeout "$limit" python3 train.py -c "$B/ours$s.yml" --seed="$s" -d cuda > "$B/ours$s.log" 2>&1 &)
-  (cd "$official" && timeout "$limit" python3 train.py -c "$B/official$s.yml" --seed="$s" -d cuda > "$B/official$s.log" 2>&1 &)
+report() {
+  for f in "$B"/*/log.txt; do
+    [ -f "$f" ] || continue
+    printf '%s ' "$(basename "$(dirname "$f")")"
+    python3 -c "import json,sys; r=[json.loads(l) for l in open(sys.argv[1]) if l.strip()]; print(' '.join(f\"{d['test_coco_eval_bbox'][0]:.3f}\" for d in r), ' AP50 %.3f' % r[-1]['test_coco_eval_bbox'][1] if r else '')" "$f"
+  done
+}
+for run in $runs; do
+  code=${run%%:*}; s=${run##*:}; config "$code" "$s"
+  dir=$root; [ "$code" = official ] && dir=$official
+  (cd "$dir" && timeout "$limit" python3 train.py -c "$B/$code$s.yml" --seed="$s" -d cuda > "$B/$code$s.log" 2>&1 &)
 done
-sleep 10
-while pgrep -f "train.py -c $B" > /dev/null; do sleep 15; done
-for f in "$B"/*/log.txt; do
-  [ -f "$f" ] || { echo "no run wrote a log.txt: see $B/*.log"; break; }
-  printf '%s ' "$(basename "$(dirname "$f")")"
-  python3 -c "import json,sys; print(' '.join(f\"{json.loads(l)['test_coco_eval_bbox'][0]:.3f}\" for l in open(sys.argv[1]) if l.strip()))" "$f"
+start=$(date +%s); sleep 10
+while pgrep -f "train.py -c $B" > /dev/null; do
+  sleep 60; echo "--- $(( $(date +%s) - start )) s"; report
 done
+ls "$B"/*/log.txt > /dev/null 2>&1 || echo "no run wrote a log.txt: see $B/*.log"
+echo "=== final ($(( $(date +%s) - start )) s)"; report

@@ -168,11 +168,27 @@ def test_every_input_kind_and_batching(detector, tmp_path):
         ({"conf_threshold": 1.5}, r"conf_threshold must be in \[0, 1\]"),
         ({"image_size": 600}, "image_size must be a positive multiple of 32"),
         ({"batch_size": 0}, "batch_size must be at least 1"),
+        ({"channels": "hsv"}, "channels must be 'rgb' or 'bgr'"),
     ],
 )
 def test_bad_predict_arguments(detector, kwargs, message):
     with pytest.raises(ValueError, match=message):
         detector.predict(_noise_image(32, 32), **kwargs)
+
+
+def test_bgr_arrays_give_the_rgb_boxes(detector, fixture_images):
+    """OpenCV's BGR arrays with channels="bgr" are the RGB image; read as RGB they are another image."""
+    rgb = (fixture_images[0].permute(1, 2, 0) * 255).round().to(torch.uint8).numpy()  # HxWx3
+    bgr = np.ascontiguousarray(rgb[:, :, ::-1])
+    (reference,) = detector.predict(rgb, conf_threshold=LOW_CONF, image_size=SMALL)
+    (from_bgr,) = detector.predict(bgr, conf_threshold=LOW_CONF, image_size=SMALL, channels="bgr")
+    assert len(reference) > 0 and reference.names == from_bgr.names
+    assert torch.equal(from_bgr.boxes, reference.boxes) and torch.equal(from_bgr.scores, reference.scores)
+    (swapped,) = detector.predict(bgr, conf_threshold=LOW_CONF, image_size=SMALL)  # the mistake the option prevents
+    assert len(swapped) != len(reference) or not torch.allclose(swapped.scores, reference.scores, atol=1e-3)
+    # a 4-D array is a batch, like a 4-D tensor
+    batch = detector.predict(np.stack([bgr, bgr]), conf_threshold=LOW_CONF, image_size=SMALL, channels="bgr")
+    assert len(batch) == 2 and torch.allclose(batch[1].boxes, reference.boxes, atol=1e-3)
 
 
 def test_empty_folder(detector, tmp_path):

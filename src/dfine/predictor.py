@@ -164,22 +164,27 @@ class DFINE:
         conf_threshold: float = 0.25,
         image_size: int | None = None,
         batch_size: int = 8,
+        channels: str = "rgb",
     ) -> list[Prediction]:
         """Detect objects in one or more images.
 
         Args:
             source: an image path, a folder (its images, sorted), a PIL image, a numpy array
-                (``HxW[xC]``), a tensor (``[C, H, W]``, or ``[B, C, H, W]`` for several), or a list of
-                these. Any image size.
+                (``HxW[xC]``, or ``[B, H, W, C]`` for several), a tensor (``[C, H, W]``, or ``[B, C, H, W]``),
+                or a list of these. Any image size.
             conf_threshold: keep detections with score >= this, in [0, 1].
             image_size: side of the square model input in pixels, a multiple of 32; default: the size
                 the model was built for (``info.image_size``, 640 for the official models).
             batch_size: images per forward pass.
+            channels: channel order of arrays and tensors: ``"rgb"``, or ``"bgr"`` for OpenCV
+                (``cv2.imread``) arrays. Files and PIL images are always read as RGB.
 
         Returns:
             One :class:`Prediction` per image, in input order.
         """
-        return self._detector.predict(source, conf_threshold, image_size=image_size, batch_size=batch_size)
+        return self._detector.predict(
+            source, conf_threshold, image_size=image_size, batch_size=batch_size, channels=channels
+        )
 
     def __call__(self, source: ImageInput | Sequence[ImageInput], **options) -> list[Prediction]:
         """Same as :meth:`predict`."""

@@ -82,7 +82,7 @@ def test_unknown_keys_suggest_the_closest(tmp_path):
 
 def test_wrong_types_name_the_expected_type(tmp_path):
     path = _write(tmp_path / "bad.yml", {"epoches": "many"})
-    with pytest.raises(ConfigError, match=r"epoches must be a int, got str 'many'"):
+    with pytest.raises(ConfigError, match=r"epoches must be an integer, got str 'many'"):
         load_train_config(path)
 
 

@@ -424,7 +424,7 @@ def test_channels_last_reaches_the_model_and_the_images(tiny_data, tmp_path, cha
 
 
 def test_channels_last_must_be_a_bool(tiny_data, tmp_path):
-    with pytest.raises(ValueError, match="channels_last must be a bool"):
+    with pytest.raises(ValueError, match="channels_last must be true or false"):
         train_config_from_dict(tiny_config(tiny_data, tmp_path, channels_last="yes"))
 
 

@@ -29,7 +29,6 @@ from ..deploy.backend import TorchBackend
 from ..deploy.benchmark import time_backend
 from ..deploy.onnx import OnnxRuntimeBackend, check_onnx_model, export_onnx, validate_opset
 from ..deploy.openvino import OpenVINOBackend, export_openvino
-from ..deploy.optional import MissingDependencyError
 from ..deploy.pipeline import check_inputs, image_ids_from_annotations, run_inference
 from ..deploy.runtime import BACKENDS, BackendDetector, open_backend, preprocess
 from ..deploy.tensorrt import TensorRTBackend, build_engine
@@ -38,7 +37,9 @@ from ..deploy.wrapper import load_deploy_model, model_from_checkpoint
 from ..engine.checkpoint import infer_model_size
 from ..model.dfine import DFINE as DFINEModel
 from ..model.summary import summarize
+from ..optional import MissingDependencyError
 from ..predictor import RandomWeightsWarning
+from .arguments import score_threshold
 
 __all__ = [
     "add_backend_arguments",
@@ -343,7 +344,7 @@ def _inference_parser(backend: str, prog: str) -> argparse.ArgumentParser:
     default_device = {"torch": None, "onnx": "cpu", "openvino": "CPU", "tensorrt": "cuda"}[backend]
     parser.add_argument("-d", "--device", default=default_device, help=f"device (default: {default_device or 'auto'})")
     parser.add_argument("-o", "--output", type=Path, help=f"output folder (default: ./{backend}_results)")
-    parser.add_argument("--conf", type=float, default=0.25, help="score threshold (default 0.25)")
+    parser.add_argument("--conf", type=score_threshold, default=0.25, help="score threshold (default 0.25)")
     parser.add_argument("--batch-size", type=int, default=4, help="images per call (default 4)")
     if backend in ("onnx", "openvino"):
         parser.add_argument("--threads", type=int, help="CPU threads (default: all)")

@@ -22,13 +22,13 @@ from PIL import Image, ImageDraw
 
 from ..config.presets import available_sizes, model_config
 from ..config.yaml_model import load_model_config
-from ..deploy.pipeline import coco_records
 from ..engine.checkpoint import infer_model_size
 from ..engine.trainer import TrainingStopped
 from ..hub.zoo import weights_table
 from ..model.dfine import DFINE as DFINEModel
 from ..model.summary import ModelSummary, summarize
 from ..predictor import DFINE, RandomWeightsWarning
+from .arguments import score_threshold
 from .export import add_backend_arguments, add_export_commands, run_backend_predict
 from .visualize import add_visualize_command
 
@@ -76,7 +76,7 @@ def _build_parser() -> argparse.ArgumentParser:
     source.add_argument("--source", nargs="+", help="image file(s) and/or folder(s) of images")
     source.add_argument("--demo", action="store_true", help="run on a generated image (no download)")
     predict.add_argument("--out", type=Path, required=True, help="output folder")
-    predict.add_argument("--conf", type=float, default=0.25, help="score threshold (default 0.25)")
+    predict.add_argument("--conf", type=score_threshold, default=0.25, help="score threshold (default 0.25)")
     predict.add_argument("--device", help="cpu, cuda, cuda:N (default: cuda if available, else cpu)")
     predict.add_argument(
         "--image-size", type=int, default=None, help="model input side (default: the model's, 640 for official)"
@@ -186,7 +186,7 @@ def _run_predict(args: argparse.Namespace) -> int:
     out_dir = args.out.resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     annotated = prediction.save(out_dir / _DEMO_NAME)
-    records = coco_records(prediction, 0, detector.info.category_ids, image_file=_DEMO_NAME)
+    records = prediction.to_coco(0, image_file=_DEMO_NAME)
     (out_dir / "predictions.json").write_text(json.dumps(records, indent=1))
     print(f"{_DEMO_NAME}: {len(prediction)} detections -> {annotated}")
     print(f"wrote 1 annotated image and predictions.json ({len(records)} detections) to {out_dir}")

@@ -86,11 +86,11 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return run_train(args)
-    except (ValueError, FileNotFoundError) as err:
-        print(f"train.py: error: {err}", file=sys.stderr)
+    except (ValueError, OSError) as err:  # what the user gave: config, data, checkpoint, output folder
+        print(f"train.py: error: {' '.join(str(err).split())}", file=sys.stderr)
         return 2
     except TrainingStopped as err:  # a run that started and cannot go on: NaN, explosion, disk full
-        print(f"train.py: error: {err}", file=sys.stderr)
+        print(f"train.py: error: {' '.join(str(err).split())}", file=sys.stderr)
         return 1
 
 

@@ -30,9 +30,10 @@ from PIL import Image, ImageDraw
 from ..config.schema import load_train_config
 from ..data.coco import CategoryMap, read_coco_json
 from ..data.images import load_image
-from ..deploy.optional import import_optional
 from ..deploy.runtime import BackendDetector, open_backend
+from ..optional import import_optional
 from ..prediction import Prediction
+from .arguments import score_threshold
 from .export import add_backend_arguments, tool_main, user_errors
 
 __all__ = ["add_visualize_command", "fiftyone_main", "run_visualize"]
@@ -58,7 +59,9 @@ def add_visualize_command(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--device", help="device for the model (default: cuda if available, else cpu)")
     parser.add_argument("--out", type=Path, required=True, help="output folder")
     parser.add_argument("--max-images", type=int, default=16, help="images shown, in file order (default 16)")
-    parser.add_argument("--conf", type=float, default=0.3, help="score threshold of shown predictions (default 0.3)")
+    parser.add_argument(
+        "--conf", type=score_threshold, default=0.3, help="score threshold of shown predictions (default 0.3)"
+    )
     add_backend_arguments(parser)
     parser.set_defaults(run=user_errors(run_visualize))
 
@@ -237,7 +240,7 @@ def fiftyone_main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--images", type=Path, help="image folder (default: the config's val img_folder)")
     parser.add_argument("--annotations", type=Path, help="COCO annotations (default: the config's val ann_file)")
     parser.add_argument("--max-images", type=int, default=200, help="images loaded (default 200)")
-    parser.add_argument("--conf", type=float, default=0.3, help="score threshold (default 0.3)")
+    parser.add_argument("--conf", type=score_threshold, default=0.3, help="score threshold (default 0.3)")
     parser.add_argument("-d", "--device", help="device (default: cuda if available, else cpu)")
     parser.add_argument("--name", default="dfine-predictions", help="FiftyOne dataset name (replaced if it exists)")
     parser.add_argument("--port", type=int, default=5151, help="app port (default 5151)")

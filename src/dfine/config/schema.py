@@ -169,6 +169,16 @@ _RUNTIME_TOP = {
 }  # fmt: skip
 
 
+_A_TYPE = {
+    int: "an integer",
+    float: "a number",
+    str: "a string",
+    bool: "true or false",
+    list: "a list",
+    dict: "a mapping",
+}
+
+
 class _Reader:
     """Reads one config section, remembering the file for error messages."""
 
@@ -191,10 +201,12 @@ class _Reader:
         if expected is float and isinstance(value, int) and not isinstance(value, bool):
             return float(value)
         if isinstance(value, bool) and expected in (int, float):
-            raise self.fail(f"{where} must be a {expected.__name__}, got {value!r}")
+            raise self.fail(f"{where} must be {_A_TYPE[expected]}, got {value!r}")
         if not isinstance(value, expected):
-            names = expected.__name__ if isinstance(expected, type) else " or ".join(t.__name__ for t in expected)
-            raise self.fail(f"{where} must be a {names}, got {type(value).__name__} {value!r}")
+            wanted = " or ".join(
+                _A_TYPE.get(t, t.__name__) for t in (expected if isinstance(expected, tuple) else (expected,))
+            )
+            raise self.fail(f"{where} must be {wanted}, got {type(value).__name__} {value!r}")
         return value
 
     def at_least(self, value: Any, lowest: int, where: str) -> int:

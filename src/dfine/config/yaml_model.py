@@ -92,12 +92,20 @@ def load_model_config(path: str | Path) -> ModelConfig:
 
 
 def _spatial_size(value: Any, where: str, path: Path) -> list[int]:
-    """``eval_spatial_size`` as ``[height, width]``; a single number is a square."""
+    """``eval_spatial_size`` as ``[height, width]``; a single number is a square; multiples of the stride 32."""
+    size = None
     if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-        return [value, value]
-    if isinstance(value, list | tuple) and len(value) == 2 and all(isinstance(v, int) and v > 0 for v in value):
-        return list(value)
-    raise ValueError(f"{path}: {where} must be a size N or [height, width] in pixels, got {value!r}")
+        size = [value, value]
+    elif isinstance(value, list | tuple) and len(value) == 2 and all(isinstance(v, int) and v > 0 for v in value):
+        size = list(value)
+    if size is None:
+        raise ValueError(f"{path}: {where} must be a size N or [height, width] in pixels, got {value!r}")
+    if any(v % 32 for v in size):
+        rounded = [max(32, round(v / 32) * 32) for v in size]
+        raise ValueError(
+            f"{path}: {where} {value!r} must be multiples of 32 (the model's largest stride): try {rounded}"
+        )
+    return size
 
 
 def model_config_from_dict(merged: dict[str, Any], path: str | Path = "<config>") -> ModelConfig:

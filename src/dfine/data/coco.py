@@ -145,9 +145,17 @@ def read_coco_json(path: str | Path) -> dict[str, Any]:
         raise FileNotFoundError(f"annotation file not found: {path}; check ann_file")
     try:
         with path.open(encoding="utf-8") as f:
-            return json.load(f)
+            data = json.load(f)
     except json.JSONDecodeError as err:
         raise ValueError(f"{path}: not valid JSON ({err}); re-export the annotations") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"{path}: not a text file (not UTF-8 JSON); point ann_file at the COCO json") from None
+    if not isinstance(data, dict):
+        raise ValueError(
+            f"{path}: a COCO annotation file is a JSON object with images, annotations and categories, "
+            f"found a JSON {type(data).__name__}; point ann_file at the COCO json"
+        )
+    return data
 
 
 @dataclass(frozen=True)
@@ -253,10 +261,11 @@ class CocoDetection(Dataset):
             prior_issues=prior_issues,
         )
         if scan.report.errors:
+            first, more = scan.report.errors[0], len(scan.report.errors) - 1
+            also = f" (and {more} more problem{'s' * (more > 1)})" if more else ""
             raise ValueError(
-                f"{self.source}: cannot train on this dataset:\n"
-                + "\n".join(f"  {i.kind}: {i.detail}" for i in scan.report.errors)
-                + f"\nrun `dfine data check {self.source}` for the full report"
+                f"{self.source}: cannot train on this dataset: {first.kind}: {first.detail}{also}; "
+                f"run `dfine data check {self.source}` for the full report"
             )
         self.category_map = category_map or CategoryMap.from_categories(data["categories"])
         self.report: DatasetReport = scan.report
@@ -274,6 +283,11 @@ class CocoDetection(Dataset):
             f"{self.source}: {skipped} image(s) left out, annotations repaired or dropped where noted - "
             f"{report.summary()}. Run `dfine data check` on this dataset for the full list."
         )
+
+    @property
+    def images_left_out(self) -> int:
+        """Listed images that are missing or unreadable (not in ``len(self)``)."""
+        return len(self._skip_image_ids)
 
     # -- label map -------------------------------------------------------------------------------
     @property

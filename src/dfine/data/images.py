@@ -105,7 +105,7 @@ def list_images(folder: str | Path) -> list[Path]:
 def expand_sources(source: ImageInput | Sequence[ImageInput]) -> list[ImageInput]:
     """One entry per image: folders become their sorted image files, lists are flattened.
 
-    A 4-D tensor ``[B, C, H, W]`` is split into its ``B`` images. Paths are checked here, so a
+    A 4-D tensor ``[B, C, H, W]`` or array ``[B, H, W, C]`` is split into its ``B`` images. Paths are checked here, so a
     missing file fails before any image is processed.
 
     Raises:
@@ -124,27 +124,32 @@ def expand_sources(source: ImageInput | Sequence[ImageInput]) -> list[ImageInput
         if not path.exists():
             raise FileNotFoundError(f"image not found: {path}")
         return [path]
-    if isinstance(source, torch.Tensor) and source.ndim == 4:
+    if isinstance(source, torch.Tensor | np.ndarray) and source.ndim == 4:
         return list(source)
     return [source]
 
 
-def load_image(source: ImageInput) -> Image.Image:
+def load_image(source: ImageInput, channels: str = "rgb") -> Image.Image:
     """An 8-bit RGB PIL image from a path, PIL image, numpy array or tensor (rules: module docstring).
+
+    ``channels`` is the order of a 3- or 4-channel array or tensor: ``"rgb"``, or ``"bgr"`` for OpenCV's
+    ``cv2.imread`` arrays. Files and PIL images are decoded as RGB whatever it says.
 
     Raises:
         FileNotFoundError: a path that does not exist.
         ValueError: a file that cannot be decoded, or an array/tensor of unsupported shape or values.
         TypeError: any other kind of input.
     """
+    if channels not in ("rgb", "bgr"):
+        raise ValueError(f"channels must be 'rgb' or 'bgr' (OpenCV arrays), got {channels!r}")
     if isinstance(source, (str, Path)):
         return _open(Path(source))
     if isinstance(source, Image.Image):
         return to_rgb(ImageOps.exif_transpose(source))
     if isinstance(source, np.ndarray):
-        return array_to_image(source)
+        return array_to_image(source, channels)
     if isinstance(source, torch.Tensor):
-        return tensor_to_image(source)
+        return tensor_to_image(source, channels)
     raise TypeError(
         f"cannot read an image from {type(source).__name__}; pass a file path, a folder, a PIL image, "
         "a numpy array or a torch tensor"
@@ -213,11 +218,11 @@ def _to_uint8(array: np.ndarray) -> np.ndarray:
     )
 
 
-def array_to_image(array: np.ndarray) -> Image.Image:
-    """An RGB PIL image from an ``HxW`` or ``HxWxC`` array (C = 1, 2, 3, 4; RGB order, alpha dropped)."""
+def array_to_image(array: np.ndarray, channels: str = "rgb") -> Image.Image:
+    """An RGB PIL image from an ``HxW`` or ``HxWxC`` array (C = 1, 2, 3, 4; ``channels`` order, alpha dropped)."""
     if array.ndim == 3 and array.shape[2] in _CHANNEL_COUNTS:
-        # gray(+alpha) keeps channel 0, RGB(A) keeps channels 0..2
-        array = array[:, :, :1] if array.shape[2] <= 2 else array[:, :, :3]
+        # gray(+alpha) keeps channel 0, RGB(A) keeps channels 0..2, BGR(A) is reversed to RGB
+        array = array[:, :, :1] if array.shape[2] <= 2 else array[:, :, 2::-1] if channels == "bgr" else array[:, :, :3]
     elif array.ndim == 2:
         array = array[:, :, None]
     else:
@@ -228,7 +233,7 @@ def array_to_image(array: np.ndarray) -> Image.Image:
     return Image.fromarray(np.ascontiguousarray(rgb))
 
 
-def tensor_to_image(tensor: torch.Tensor) -> Image.Image:
+def tensor_to_image(tensor: torch.Tensor, channels: str = "rgb") -> Image.Image:
     """An RGB PIL image from a ``CxHxW`` (preferred when ambiguous), ``HxWxC`` or ``HxW`` tensor.
 
     uint8 tensors hold 0..255, floating tensors [0, 1]; C = 1, 2, 3, 4 as in :func:`array_to_image`.
@@ -243,7 +248,7 @@ def tensor_to_image(tensor: torch.Tensor) -> Image.Image:
             f"unsupported image tensor shape {list(tensor.shape)}; expected [C, H, W], [H, W, C] or [H, W] "
             "with C = 1, 2, 3 or 4 (a batch [B, C, H, W] is split into images by DFINE.predict)"
         )
-    return array_to_image(tensor.numpy())
+    return array_to_image(tensor.numpy(), channels)
 
 
 def to_model_input(images: Sequence[Image.Image], image_size: int) -> torch.Tensor:

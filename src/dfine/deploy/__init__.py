@@ -15,12 +15,12 @@ The runtimes are optional extras (``pip install dfine[onnx]``, ``[openvino]``, `
 
 from __future__ import annotations
 
+from ..optional import MissingDependencyError
 from .backend import Backend, TorchBackend
 from .compare import DetectionDiff, compare_detections
 from .metadata import ModelMetadata
 from .onnx import DEFAULT_OPSET, MIN_OPSET, OnnxExport, OnnxRuntimeBackend, check_onnx_model, export_onnx
 from .openvino import OpenVINOBackend, export_openvino
-from .optional import MissingDependencyError
 from .pipeline import InferenceRun, run_inference
 from .runtime import BACKENDS, BackendDetector, open_backend
 from .tensorrt import TensorRTBackend, build_engine

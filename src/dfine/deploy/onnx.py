@@ -25,9 +25,9 @@ from pathlib import Path
 
 import torch
 
+from ..optional import import_optional
 from .backend import Backend, Outputs
 from .metadata import ModelMetadata
-from .optional import import_optional
 from .wrapper import INPUT_NAMES, OUTPUT_NAMES, DeployModel
 
 __all__ = [

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import torch
 
+from ..optional import import_optional
 from .backend import Backend, Outputs
 from .metadata import METADATA_KEYS, METADATA_PREFIX, ModelMetadata
-from .optional import import_optional
 from .wrapper import INPUT_NAMES, OUTPUT_NAMES
 
 __all__ = ["OpenVINOBackend", "export_openvino", "PRECISIONS"]

@@ -24,7 +24,6 @@ from pathlib import Path
 from tqdm import tqdm
 
 from ..data.images import IMAGE_EXTENSIONS
-from ..prediction import Prediction
 from .runtime import BackendDetector
 from .video import VIDEO_EXTENSIONS, VideoReader, VideoWriter, is_video
 
@@ -32,7 +31,6 @@ __all__ = [
     "InferenceRun",
     "check_inputs",
     "image_ids_from_annotations",
-    "coco_records",
     "collect_sources",
     "run_inference",
     "unique_path",
@@ -122,26 +120,6 @@ def collect_sources(sources: Sequence[str | Path]) -> tuple[list[Path], list[Pat
     return images, videos
 
 
-def coco_records(prediction: Prediction, image_id: int, category_ids: Sequence[int], **extra) -> list[dict]:
-    """COCO results entries for one image: ``bbox`` as [x, y, width, height] pixels, plus ``extra``."""
-    records = []
-    for (x0, y0, x1, y1), score, label, name in zip(
-        prediction.boxes.tolist(), prediction.scores.tolist(), prediction.labels.tolist(), prediction.names
-    ):
-        records.append(
-            {
-                "image_id": image_id,
-                **extra,
-                "category_id": category_ids[label] if label < len(category_ids) else label,
-                "category_name": name,
-                "label": label,
-                "bbox": [round(x0, 2), round(y0, 2), round(x1 - x0, 2), round(y1 - y0, 2)],
-                "score": round(score, 5),
-            }
-        )
-    return records
-
-
 def unique_path(out_dir: Path, name: str, taken: set[str]) -> Path:
     """``out_dir / name``, suffixed ``_1``, ``_2``... until unique (case-insensitively) among ``taken``."""
     stem, suffix = Path(name).stem, Path(name).suffix
@@ -195,7 +173,6 @@ def run_inference(
             raise ValueError(f"--ann-file: {what}; pass only the images it lists, or drop --ann-file")
     out_dir.mkdir(parents=True, exist_ok=True)
     run = InferenceRun(out_dir)
-    category_ids = detector.category_ids
     records: list[dict] = []
     numbering: dict[str, int] = {}
     taken: set[str] = set()
@@ -207,7 +184,7 @@ def run_inference(
             annotated = prediction.save(unique_path(out_dir, prediction.source.name, taken))
             run.outputs.append(annotated)
             log(f"{prediction.source}: {len(prediction)} detections -> {annotated}")
-            records.extend(coco_records(prediction, image_id, category_ids, image_file=str(prediction.source)))
+            records.extend(prediction.to_coco(image_id, image_file=str(prediction.source)))
             run.images += 1
             bar.update(1)
     for video in video_files:
@@ -224,9 +201,7 @@ def run_inference(
                     writer.write(prediction.draw())
                     image_id = run.images + run.frames
                     numbering[f"{video}#{frame_index}"] = image_id
-                    records.extend(
-                        coco_records(prediction, image_id, category_ids, video_file=str(video), frame=frame_index)
-                    )
+                    records.extend(prediction.to_coco(image_id, video_file=str(video), frame=frame_index))
                     run.frames += 1
         run.outputs.append(target)
         log(f"{video}: {run.frames - frames_before} frames -> {target}")

@@ -139,7 +139,7 @@ class BackendDetector:
         if not 0.0 <= conf_threshold <= 1.0:
             raise ValueError(f"conf_threshold must be in [0, 1], got {conf_threshold}")
         outputs = self._run(images, self._input_size(image_size))
-        return to_predictions(outputs, images, sources, conf_threshold, self.class_names)
+        return to_predictions(outputs, images, sources, conf_threshold, self.class_names, self.category_ids)
 
     def iter_predict(
         self,
@@ -147,6 +147,7 @@ class BackendDetector:
         conf_threshold: float = 0.25,
         batch_size: int = 8,
         image_size: int | None = None,
+        channels: str = "rgb",
     ) -> Iterator[Prediction]:
         """Predictions for ``items`` (paths, PIL images, arrays...), batch by batch, in order."""
         if not 0.0 <= conf_threshold <= 1.0:
@@ -158,13 +159,15 @@ class BackendDetector:
         for item in items:
             batch.append(item)
             if len(batch) == batch_size:
-                yield from self._predict_items(batch, conf_threshold, side)
+                yield from self._predict_items(batch, conf_threshold, side, channels)
                 batch = []
         if batch:
-            yield from self._predict_items(batch, conf_threshold, side)
+            yield from self._predict_items(batch, conf_threshold, side, channels)
 
-    def _predict_items(self, items: list[ImageInput], conf_threshold: float, image_size: int) -> list[Prediction]:
-        images = [load_image(item) for item in items]
+    def _predict_items(
+        self, items: list[ImageInput], conf_threshold: float, image_size: int, channels: str
+    ) -> list[Prediction]:
+        images = [load_image(item, channels) for item in items]
         sources = [item if isinstance(item, Path) else None for item in items]
         return self.detect(images, sources, conf_threshold, image_size)
 
@@ -174,10 +177,13 @@ class BackendDetector:
         conf_threshold: float = 0.25,
         image_size: int | None = None,
         batch_size: int = 8,
+        channels: str = "rgb",
     ) -> list[Prediction]:
         """Detect objects in images, as :meth:`dfine.DFINE.predict` (same arguments and results).
 
         ``image_size``: None for the model's input size; another multiple of 32 on the torch backend
         only (an exported model has a fixed one).
         """
-        return list(self.iter_predict(expand_sources(source), conf_threshold, batch_size, image_size))
+        if channels not in ("rgb", "bgr"):  # before any image is read
+            raise ValueError(f"channels must be 'rgb' or 'bgr' (OpenCV arrays), got {channels!r}")
+        return list(self.iter_predict(expand_sources(source), conf_threshold, batch_size, image_size, channels))

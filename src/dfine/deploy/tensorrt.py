@@ -18,9 +18,9 @@ from pathlib import Path
 import torch
 
 from ..model_info import resolve_device
+from ..optional import import_optional
 from .backend import Backend, Outputs
 from .metadata import ModelMetadata
-from .optional import import_optional
 from .wrapper import INPUT_NAMES, OUTPUT_NAMES
 
 __all__ = ["TensorRTBackend", "build_engine", "metadata_path"]

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .optional import import_optional
+from ..optional import import_optional
 
 __all__ = ["VIDEO_EXTENSIONS", "VideoReader", "VideoWriter", "is_video"]
 

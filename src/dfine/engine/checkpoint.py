@@ -10,10 +10,10 @@ from __future__ import annotations
 import os
 import pickle
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 from torch import nn
@@ -190,6 +190,28 @@ def preset_config_for(
     return model_config(size, num_classes=int(state_dict[SCORE_HEAD_KEY].shape[0]))
 
 
+def describe_difference(theirs: Mapping[str, torch.Tensor], ours: Mapping[str, torch.Tensor]) -> str:
+    """How a checkpoint's state_dict differs from a model's, in words: size, class count, else the first key."""
+
+    def size_of(state: Mapping[str, torch.Tensor]) -> str:
+        size = infer_model_size(state)
+        return f"D-FINE-{size.upper()}" if size else "a non-preset layout"
+
+    if size_of(theirs) != size_of(ours):
+        return f"{size_of(theirs)} weights, {size_of(ours)} model"
+    if SCORE_HEAD_KEY in theirs and SCORE_HEAD_KEY in ours:
+        counts = int(theirs[SCORE_HEAD_KEY].shape[0]), int(ours[SCORE_HEAD_KEY].shape[0])
+        if counts[0] != counts[1]:
+            return f"{counts[0]} classes in the weights, num_classes {counts[1]} in the config"
+    for key, value in ours.items():
+        if key not in theirs:
+            return f"the weights lack {key}"
+        if tuple(theirs[key].shape) != tuple(value.shape):
+            return f"{key}: {list(theirs[key].shape)} in the weights, {list(value.shape)} in the model"
+    extra = next((key for key in theirs if key not in ours), None)
+    return f"the weights have {extra}, the model does not" if extra else "same layout"
+
+
 def _size_hint(state: dict[str, torch.Tensor]) -> str:
     """A guess at the D-FINE size a state_dict belongs to, for error messages."""
     size = infer_model_size(state)
@@ -265,13 +287,16 @@ def load_state_dict(
 
 
 def remove_orphaned_temporaries(folder: str | Path) -> list[Path]:
-    """Delete the temporary files that a process killed inside :func:`save_atomic` left in ``folder``.
+    """Delete the temporary files that a process killed inside :func:`save_atomic` (or
+    :func:`save_text_atomic`) left in ``folder``.
 
-    Only this module's own pattern (``.NAME.pth.XXXX.tmp``) is touched; returns what was removed.
+    Only this module's own pattern (``.NAME.pth.XXXX.tmp``, ``.log.txt.XXXX.tmp``) is touched; returns what was
+    removed.
     """
     folder = Path(folder)
     removed = []
-    for path in sorted(folder.glob(".*.pth.*.tmp")) if folder.is_dir() else []:
+    patterns = (".*.pth.*.tmp", ".log.txt.*.tmp")
+    for path in sorted(p for pattern in patterns for p in folder.glob(pattern)) if folder.is_dir() else []:
         path.unlink(missing_ok=True)
         removed.append(path)
     return removed
@@ -282,16 +307,38 @@ def save_atomic(obj: Any, path: str | Path) -> Path:
 
     A crash or a full disk never leaves a truncated checkpoint under the final name.
     """
-    path = Path(path)
+    return _replace_atomically(Path(path), lambda handle: torch.save(obj, handle))
+
+
+def save_text_atomic(text: str, path: str | Path) -> Path:
+    """Replace the text file ``path`` as :func:`save_atomic` replaces a checkpoint (all or nothing)."""
+    return _replace_atomically(Path(path), lambda handle: handle.write(text.encode("utf-8")))
+
+
+def _replace_atomically(path: Path, write: Callable[[BinaryIO], object]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
-            torch.save(obj, handle)
+            write(handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         Path(tmp).unlink(missing_ok=True)
+        cause = _os_error_behind(err)
+        if cause is not None and cause is not err:  # torch.save turns a failed write into a RuntimeError
+            raise cause from None
         raise
     return path
+
+
+def _os_error_behind(err: BaseException | None) -> OSError | None:
+    """The OSError (disk full, file too large...) that ``err`` was raised while handling, if any."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, OSError):
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None

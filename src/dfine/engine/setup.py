@@ -6,10 +6,12 @@ optimizer, schedules, EMA, evaluator and the :class:`~dfine.engine.trainer.Train
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
 import math
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -57,15 +59,30 @@ class RunOptions:
     seed: int | None = None
 
 
+@contextlib.contextmanager
+def _naming(source: str) -> Iterator[None]:
+    """A config value refused while building a part (model, optimizer, schedule) names the config file."""
+    try:
+        yield
+    except ValueError as err:
+        if source in str(err):
+            raise
+        raise ValueError(f"{source}: {err}") from None
+
+
 def _dataset(cfg: TrainConfig, loader: LoaderConfig, train: bool, category_map: CategoryMap | None) -> CocoDetection:
     data = loader.dataset
     where = "train_dataloader.dataset" if train else "val_dataloader.dataset"
     if not data.img_folder or not data.ann_file:
         raise ValueError(f"{cfg.source}: {where}.img_folder and {where}.ann_file must be set")
+    if not Path(data.img_folder).is_dir():
+        raise FileNotFoundError(
+            f"{cfg.source}: {where}.img_folder {data.img_folder} is not a folder; point it at the split's images"
+        )
     schedule = build_schedule(data.policy, loader.collate.stop_epoch) if train else None
     size = tuple(cfg.model.decoder.eval_spatial_size or (640, 640))
     if data.ops:
-        transforms = build_pipeline(data.ops, schedule, f"{where}.transforms")
+        transforms = build_pipeline(data.ops, schedule, f"{cfg.source}: {where}.transforms")
     else:
         transforms = train_transforms(size, schedule) if train else val_transforms(size)
     if category_map is None and not cfg.remap_mscoco_category:
@@ -78,7 +95,10 @@ def _dataset(cfg: TrainConfig, loader: LoaderConfig, train: bool, category_map: 
         category_map=category_map,
     )
     if len(dataset) == 0 or dataset.num_boxes == 0:  # background images are fine, a split of them is not
-        what = "no images" if len(dataset) == 0 else f"{len(dataset)} images but no annotations"
+        what = f"{len(dataset)} images but no annotations"
+        if len(dataset) == 0:
+            missing = dataset.images_left_out
+            what = f"no readable images ({missing} listed, none found in {data.img_folder})" if missing else "no images"
         raise ValueError(f"{data.ann_file}: {where}.ann_file has {what}; point it at the split's annotation file")
     dataset.schedule = schedule
     return dataset
@@ -233,7 +253,8 @@ def build_trainer(cfg: TrainConfig, run: RunOptions) -> tuple[Trainer, dict[str,
             f"categories ({', '.join(category_map.class_names[:8])}...); set num_classes: {category_map.num_classes}"
         )
 
-    model = DFINE.from_config(cfg.model)
+    with _naming(cfg.source):
+        model = DFINE.from_config(cfg.model)
     if cfg.pretrained_backbone and not (run.resume or run.tuning):
         load_pretrained_backbone(model.backbone, cfg.local_model_dir)
     if run.tuning:
@@ -255,12 +276,14 @@ def build_trainer(cfg: TrainConfig, run: RunOptions) -> tuple[Trainer, dict[str,
         )
 
     o = cfg.optimizer
-    optimizer = build_optimizer(model, o.type, o.lr, o.weight_decay, o.betas, o.momentum, list(o.groups))
+    with _naming(cfg.source):
+        optimizer = build_optimizer(model, o.type, o.lr, o.weight_decay, o.betas, o.momentum, list(o.groups))
     train_loader = _loader(train_set, cfg.train, True, cfg.seed) if train_set is not None else []
     val_loader = _loader(val_set, cfg.val, False, cfg.seed)
     # schedules count optimizer steps: with accumulation, one per grad_accum_steps batches (and the tail)
     iters = max(1, math.ceil(len(train_loader) / max(1, cfg.grad_accum_steps))) if train_set is not None else 1
-    lr_scheduler, warmup, iteration_scheduler = _schedules(cfg, optimizer, iters)
+    with _naming(cfg.source):
+        lr_scheduler, warmup, iteration_scheduler = _schedules(cfg, optimizer, iters)
 
     schedule = getattr(train_set, "schedule", None)
 
@@ -283,7 +306,13 @@ def build_trainer(cfg: TrainConfig, run: RunOptions) -> tuple[Trainer, dict[str,
     evaluator = CocoEvaluator(val_set.coco_gt_dict(), list(category_map.category_ids), list(category_map.class_names))
     writer = None
     if is_main_process() and not run.test_only:
-        output_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            output_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise OSError(
+                f"cannot create the run folder {output_dir} ({err.strerror}); set output_dir or --output-dir to a "
+                "writable folder"
+            ) from None
         (output_dir / "config.yml").write_text(yaml.safe_dump(cfg.raw, sort_keys=False))
         writer = _summary_writer(run.summary_dir or cfg.summary_dir or str(output_dir / "summary"))
     trainer = Trainer(

@@ -13,7 +13,7 @@ import random
 import statistics
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from .checkpoint import read_checkpoint, remove_orphaned_temporaries, save_atomic
+from .checkpoint import (
+    describe_difference,
+    read_checkpoint,
+    remove_orphaned_temporaries,
+    save_atomic,
+    save_text_atomic,
+)
 from .distributed import get_rank, is_main_process, reduce_mean_dict
 from .ema import ModelEMA, unwrap_model
 from .eval_report import confusion_matrix, save_eval_report
@@ -192,11 +198,17 @@ class Trainer:
 
     def load_state_dict(self, state: dict[str, Any], source: str = "<checkpoint>") -> None:
         """Resume from :meth:`state_dict` output (or an official solver checkpoint)."""
+        model = unwrap_model(self.model)
         try:
-            unwrap_model(self.model).load_state_dict(state["model"])
-        except (KeyError, RuntimeError) as err:
+            model.load_state_dict(state["model"])
+        except (KeyError, RuntimeError, AttributeError, TypeError):
+            difference = (
+                describe_difference(state["model"], model.state_dict())
+                if isinstance(state.get("model"), Mapping)
+                else "no weights"
+            )
             raise ValueError(
-                f"{source}: cannot resume: its model does not match this config ({str(err).splitlines()[0]}); "
+                f"{source}: cannot resume: its model does not match this config ({difference}); "
                 "resume with the config the run was started with, or use -t to fine-tune from its weights"
             ) from None
         if "optimizer" not in state:  # best.pth / release weights: resuming would restart every schedule silently
@@ -250,12 +262,12 @@ class Trainer:
         except OSError as err:
             last = self.output_dir / "last.pth"
             kept = target if target.exists() else last if last.exists() else None
-            reason = "no space left on the device" if err.errno == errno.ENOSPC else err.strerror or str(err)
+            reason, fix = _write_failure(err)
             resume = f"resume with -r {last}" if last.exists() else "start the run again"
             raise CheckpointWriteError(
                 f"{reason} writing {target}; "
                 + (f"the previous checkpoint {kept} is intact; " if kept else "no checkpoint was written yet; ")
-                + f"free space (or fix the folder's permissions) and {resume}"
+                + f"{fix} and {resume}"
             ) from None
 
     # ------------------------------------------------------------------------------- training
@@ -397,6 +409,7 @@ class Trainer:
         if is_main_process():
             for orphan in remove_orphaned_temporaries(self.output_dir):
                 logger.info("removed %s, left by a run killed while writing a checkpoint", orphan)
+            self._forget_later_epochs()
         start = time.time()
         stop_epoch = opts.stop_epoch if opts.stop_epoch is not None else opts.epochs
         for epoch in range(self.last_epoch + 1, opts.epochs):
@@ -468,6 +481,21 @@ class Trainer:
             for name, value in result.stats.items():
                 self.writer.add_scalar(f"Test/{name}", value, epoch)
 
+    def _forget_later_epochs(self) -> None:
+        """Drop ``log.txt`` records of epochs after the resumed checkpoint: this run trains them again.
+
+        A run killed between an epoch's log line and its checkpoint leaves such a record behind.
+        """
+        path = self.output_dir / "log.txt"
+        if not path.exists():
+            return
+        lines = path.read_text().splitlines(keepends=True)
+        kept = [line for line in lines if _record_epoch(line) <= self.last_epoch]
+        if len(kept) < len(lines):
+            save_text_atomic("".join(kept), path)
+            logger.info("log.txt: dropped %d record(s) after epoch %d, trained again now", len(lines) - len(kept),
+                        self.last_epoch)  # fmt: skip
+
     def _log(self, record: dict[str, Any]) -> None:
         if not is_main_process():
             return
@@ -479,6 +507,25 @@ class Trainer:
                 if key.startswith("train_") and isinstance(value, float):
                     self.writer.add_scalar(f"Train/{key[6:]}", value, record["epoch"])
             self.writer.flush()  # this epoch's scalars on disk now, not up to flush_secs later
+
+
+def _record_epoch(line: str) -> int:
+    """The epoch of one ``log.txt`` line (-1 for a line that is not a record)."""
+    try:
+        return int(json.loads(line)["epoch"])
+    except (ValueError, KeyError, TypeError):
+        return -1
+
+
+def _write_failure(err: OSError) -> tuple[str, str]:
+    """(what happened, what the user can do) for a failed checkpoint write."""
+    if err.errno in (errno.ENOSPC, errno.EDQUOT):
+        return "no space left on the device" if err.errno == errno.ENOSPC else "disk quota exceeded", "free space"
+    if err.errno == errno.EFBIG:
+        return "the file-size limit was reached", "raise the limit (ulimit -f) or write to another filesystem"
+    if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return err.strerror or "not writable", "make the run folder writable (or choose another --output-dir)"
+    return err.strerror or str(err), "fix the run folder (free space, permissions)"
 
 
 def _to_float(outputs: Any) -> Any:

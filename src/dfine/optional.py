@@ -1,4 +1,4 @@
-"""Optional runtimes (onnx, onnxruntime, OpenVINO, TensorRT, OpenCV, FiftyOne): imported on first use.
+"""Optional packages (onnx, onnxruntime, OpenVINO, TensorRT, OpenCV, FiftyOne, supervision): imported on first use.
 
 The core package needs none of them. Each is imported here, when a function needs it, so that a
 missing one ends with one error that names the ``pip install`` line, never with a bare
