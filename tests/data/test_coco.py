@@ -159,6 +159,29 @@ def test_coco_gt_dict_for_evaluation(make_coco):
     assert gt["categories"] == [{"id": 5, "name": "a"}]
 
 
+def test_a_roboflow_export_scores_its_own_ground_truth_as_perfect(make_coco):
+    """Roboflow: annotation ids from 0 (COCOeval reads id 0 as "unmatched") and a superclass category."""
+    from dfine.engine.evaluate import CocoEvaluator
+
+    categories = [
+        {"id": 0, "name": "pets", "supercategory": "none"},
+        {"id": 1, "name": "cat", "supercategory": "pets"},
+        {"id": 2, "name": "dog", "supercategory": "pets"},
+    ]
+    anns = [ann(0, 1, 1, [10, 10, 40, 30]), ann(1, 1, 2, [50, 20, 30, 40]), ann(2, 2, 2, [5, 5, 60, 50])]
+    folder, ann_file = make_coco(IMAGES[:2], anns, categories)
+    ds = CocoDetection(folder, ann_file)
+    assert ds.class_names == ["cat", "dog"] and ds.category_ids == [1, 2]  # no phantom "pets" class
+    evaluator = CocoEvaluator(ds.coco_gt_dict(), ds.category_ids, ds.class_names)
+    for image_id in (1, 2):
+        boxes = torch.tensor([[x, y, x + w, y + h] for a in anns if a["image_id"] == image_id
+                              for x, y, w, h in [a["bbox"]]], dtype=torch.float32)  # fmt: skip
+        labels = torch.tensor([ds.category_ids.index(a["category_id"]) for a in anns if a["image_id"] == image_id])
+        evaluator.update([image_id], [{"boxes": boxes, "scores": torch.ones(len(labels)), "labels": labels}])
+    stats = evaluator.compute(verbose=False).stats
+    assert stats["AP"] == pytest.approx(1.0) and stats["AP50"] == pytest.approx(1.0)
+
+
 # ---------------------------------------------------------------- folder layouts
 
 

@@ -28,7 +28,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from ..config.schema import load_train_config
-from ..data.coco import CategoryMap, read_coco_json
+from ..data.coco import CategoryMap, object_categories, read_coco_json
 from ..data.images import load_image
 from ..deploy.runtime import BackendDetector, open_backend
 from ..optional import import_optional
@@ -81,7 +81,7 @@ def _coco_dataset(images_dir: Path, annotations: Path, max_images: int) -> tuple
     boxes = defaultdict(list)
     for ann in data.get("annotations", []):
         boxes[ann["image_id"]].append(ann)
-    return entries, boxes, CategoryMap.from_categories(data["categories"])
+    return entries, boxes, CategoryMap.from_categories(object_categories(data))
 
 
 def _predictions_from_file(path: Path, entries: list[dict], cmap: CategoryMap, conf: float) -> dict[int, list[dict]]:

@@ -138,6 +138,23 @@ class CategoryMap:
         return [self.class_names[int(i)] for i in labels]
 
 
+def object_categories(data: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The categories of a COCO dict that are object classes.
+
+    A Roboflow export lists a superclass (e.g. ``{"id": 0, "name": "objects", "supercategory": "none"}``)
+    that no annotation uses and that every other category names as its ``supercategory``: it is not a class.
+    """
+    categories = [dict(c) for c in data.get("categories", [])]
+    if len(categories) < 2:
+        return categories
+    used = {a.get("category_id") for a in data.get("annotations", [])}
+    parents = [
+        c for c in categories
+        if c["id"] not in used and all(o.get("supercategory") == c.get("name") for o in categories if o is not c)
+    ]  # fmt: skip
+    return [c for c in categories if c is not parents[0]] if len(parents) == 1 else categories
+
+
 def read_coco_json(path: str | Path) -> dict[str, Any]:
     """Load a COCO annotation file, with errors that name the file."""
     path = Path(path)
@@ -267,7 +284,7 @@ class CocoDetection(Dataset):
                 f"{self.source}: cannot train on this dataset: {first.kind}: {first.detail}{also}; "
                 f"run `dfine data check {self.source}` for the full report"
             )
-        self.category_map = category_map or CategoryMap.from_categories(data["categories"])
+        self.category_map = category_map or CategoryMap.from_categories(object_categories(data))
         self.report: DatasetReport = scan.report
         self._index = _build_index(data, self.img_folder, scan, self.category_map)
         self._gt = data if isinstance(ann_file, Mapping) else None  # a file is re-read on demand
@@ -386,7 +403,8 @@ class CocoDetection(Dataset):
         data = self._gt if self._gt is not None else read_coco_json(self.ann_file)
         kept = set(self._index.image_ids.tolist())
         anns = [dict(a) for a in data.get("annotations", []) if a["image_id"] in kept]
-        if len({a.get("id") for a in anns}) != len(anns) or any("id" not in a for a in anns):
+        ids = [a.get("id") for a in anns]
+        if len(set(ids)) != len(ids) or None in ids or 0 in ids:  # COCOeval reads id 0 as "no match"
             for k, ann in enumerate(anns, start=1):
                 ann["id"] = k
         return {

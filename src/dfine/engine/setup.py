@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from ..config.presets import model_config_from_dict
 from ..config.schema import LoaderConfig, TrainConfig
-from ..data.coco import CategoryMap, CocoDetection, read_coco_json
+from ..data.coco import CategoryMap, CocoDetection, object_categories, read_coco_json
 from ..data.collate import BatchImageCollateFunction, batch_image_collate
 from ..data.from_config import build_pipeline, build_schedule
 from ..data.transforms import train_transforms, val_transforms
@@ -107,7 +107,7 @@ def _dataset(cfg: TrainConfig, loader: LoaderConfig, train: bool, category_map: 
 def _label_map(cfg: TrainConfig, ann_file: str) -> CategoryMap | None:
     """Contiguous labels by default; label == category id when the config's ``num_classes`` is the
     largest id + 1 (the official Objects365 setting: ids 1..365, ``num_classes: 366``)."""
-    categories = read_coco_json(ann_file).get("categories", [])
+    categories = object_categories(read_coco_json(ann_file))
     if not categories:
         return None
     contiguous = CategoryMap.from_categories(categories)
