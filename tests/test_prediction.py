@@ -10,7 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from dfine.prediction import _PALETTE, Detection, Prediction
+from dfine.drawing import PALETTE
+from dfine.prediction import Detection, Prediction
 
 
 def test_the_most_confident_label_is_drawn_on_top():
@@ -27,7 +28,7 @@ def test_the_most_confident_label_is_drawn_on_top():
         )
         drawn = prediction.draw()
         best = int(torch.tensor(scores).argmax())
-        assert drawn.getpixel((41, 58)) == _PALETTE[best]  # inside the label box above the shared box
+        assert drawn.getpixel((41, 58)) == PALETTE[best]  # inside the label box above the shared box
 
 
 def _three(**extra) -> Prediction:

@@ -14,39 +14,17 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image
 from torchvision.ops import clip_boxes_to_image
 
 from .data.images import load_image
+from .drawing import draw_detections
 from .optional import import_optional
 
 __all__ = ["Detection", "Prediction", "to_predictions"]
 
 # what indexes a Prediction: a position, a slice, a class name, or a mask / positions / names per detection
 PredictionIndex = int | slice | str | torch.Tensor | np.ndarray | Sequence[bool] | Sequence[int] | Sequence[str]
-
-# Distinct, saturated colours (RGB); class ``k`` is drawn in ``_PALETTE[k % len(_PALETTE)]``.
-_PALETTE: tuple[tuple[int, int, int], ...] = (
-    (230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48),
-    (145, 30, 180), (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212),
-    (0, 128, 128), (220, 190, 255), (170, 110, 40), (255, 250, 200), (128, 0, 0),
-    (170, 255, 195), (128, 128, 0), (255, 215, 180), (0, 0, 128), (128, 128, 128),
-)  # fmt: skip
-
-
-def _text_color(background: tuple[int, int, int]) -> tuple[int, int, int]:
-    """Black on light backgrounds, white on dark ones (ITU-R BT.601 luma)."""
-    red, green, blue = background
-    return (0, 0, 0) if 0.299 * red + 0.587 * green + 0.114 * blue > 140 else (255, 255, 255)
-
-
-def _label_font(image_height: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
-    """PIL's built-in font, about 1/40 of the image height (at least 12 px) where PIL can scale it."""
-    size = max(12, round(image_height / 40))
-    try:
-        return ImageFont.load_default(size=size)
-    except TypeError:  # Pillow < 10.1: only the fixed-size bitmap font
-        return ImageFont.load_default()
 
 
 @dataclass(frozen=True)
@@ -222,29 +200,14 @@ class Prediction:
         )
 
     def draw(self) -> Image.Image:
-        """A copy of the image with each box and its ``"name score"`` label (one colour per class)."""
+        """A copy of the image with each box and its ``"name score"`` label (:mod:`dfine.drawing`)."""
         if self.image is not None:
             image = self.image.copy()
         elif self.source is not None:
             image = load_image(self.source)
         else:
             raise ValueError("this Prediction has neither an image nor a source file to draw on")
-        canvas = ImageDraw.Draw(image)
-        font = _label_font(image.height)
-        line_width = max(1, round(max(image.size) / 320))
-        detections = list(zip(self.boxes.tolist(), self.scores.tolist(), self.labels.tolist(), self.names))
-        # lowest score first, so the most confident box and label end up on top
-        for box, score, label, name in sorted(detections, key=lambda detection: detection[1]):
-            color = _PALETTE[label % len(_PALETTE)]
-            canvas.rectangle(box, outline=color, width=line_width)
-            text = f"{name} {score:.2f}"
-            left, top, right, bottom = canvas.textbbox((0, 0), text, font=font)
-            text_w, text_h = right - left + 4, bottom - top + 4
-            x0 = max(0, min(box[0], image.width - text_w))  # keep the label inside the image
-            y0 = box[1] - text_h if box[1] >= text_h else box[1]  # above the box, inside at the top edge
-            canvas.rectangle((x0, y0, x0 + text_w, y0 + text_h), fill=color)
-            canvas.text((x0 + 2 - left, y0 + 2 - top), text, fill=_text_color(color), font=font)
-        return image
+        return draw_detections(image, self.boxes.tolist(), self.scores.tolist(), self.labels.tolist(), self.names)
 
     def save(self, path: str | Path) -> Path:
         """Write :meth:`draw` to ``path`` (format from the extension; folders are created)."""
