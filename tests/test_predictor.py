@@ -238,3 +238,45 @@ def test_dfine_training_checkpoint_brings_its_config_and_names(tmp_path):
     assert detector.input_size == 320 and detector.model.decoder.num_queries == 100
     (prediction,) = detector.predict(torch.rand(3, 200, 300), conf_threshold=0.0)
     assert prediction.image_size == (300, 200) and len(prediction) <= 100 * 3  # top-K over (query, class)
+
+
+def _rss_mb() -> float:
+    """This process's resident memory (Linux /proc)."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS in /proc/self/status")
+
+
+def test_stream_mode_reads_a_video_lazily_with_flat_memory(tmp_path, monkeypatch):
+    """500 frames streamed: frames are decoded batch by batch and memory does not grow with the frame count."""
+    pytest.importorskip("cv2")  # dfine[video]
+    from dfine.deploy import video
+
+    path = tmp_path / "clip.avi"
+    base = np.asarray(_noise_image(320, 180, seed=5))
+    with video.VideoWriter(path, 25.0, (320, 180)) as writer:
+        for k in range(500):
+            writer.write(Image.fromarray(np.roll(base, 2 * k, axis=1)))
+    decoded = []
+    frames_of = video.VideoReader.__iter__
+
+    def counting(reader):
+        for frame in frames_of(reader):
+            decoded.append(1)
+            yield frame
+
+    monkeypatch.setattr(video.VideoReader, "__iter__", counting)
+    tiny = dfine.DFINE(dfine.build_model("n", num_queries=20, eval_spatial_size=(64, 64)), device="cpu")  # fast
+    stream = tiny.predict(path, conf_threshold=0.5, batch_size=4, stream=True)
+    first = next(stream)
+    assert first.source == path and first.frame == 0 and first.image.size == (320, 180)
+    assert len(decoded) <= 5  # one batch (and the frame that ends it), not the video
+    rss = {}
+    for prediction in stream:
+        if prediction.frame in (100, 499):
+            rss[prediction.frame] = _rss_mb()
+    assert prediction.frame == 499 and len(decoded) == 500
+    # 400 frames held in memory would be ~70 MB (320x180 RGB); streamed, the process stays where it was
+    assert rss[499] - rss[100] < 25, rss

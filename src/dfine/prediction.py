@@ -47,10 +47,11 @@ class Prediction:
         labels: ``[N]`` int64 class indices (0-based, contiguous).
         names: the class name of each detection (``N`` strings).
         image_size: original ``(width, height)`` in pixels.
-        source: the file the image came from; None for in-memory inputs.
+        source: the file the image came from (the video, for a frame); None for in-memory inputs.
         image: the RGB image for in-memory inputs (None for files, which :meth:`draw` re-reads).
         category_ids: the dataset's category id of each label (``category_ids[label]``), for COCO records;
             None when the model has none (its labels are the ids then).
+        frame: the 0-based frame index in ``source`` for a video frame, else None.
 
     ``len(p)``, ``p[i]``, ``p[1:3]``, ``p[p.scores > 0.5]``, ``p["cat"]`` (one class) and ``for d in p``
     (:class:`Detection` each) work as on a list of detections; indexing returns a :class:`Prediction`.
@@ -64,6 +65,7 @@ class Prediction:
     source: Path | None = None
     image: Image.Image | None = field(default=None, repr=False)
     category_ids: list[int] | None = None
+    frame: int | None = None
 
     def __len__(self) -> int:
         return len(self.scores)
@@ -83,6 +85,7 @@ class Prediction:
             source=self.source,
             image=self.image,
             category_ids=self.category_ids,
+            frame=self.frame,
         )
 
     def _rows(self, index: PredictionIndex) -> torch.Tensor:
@@ -119,6 +122,7 @@ class Prediction:
         return {
             "source": str(self.source) if self.source is not None else None,
             "image_size": list(self.image_size),
+            "frame": self.frame,
             "category_ids": list(ids) if ids is not None else None,
             "detections": [
                 {"box": list(d.box), "score": d.score, "label": d.label, "name": d.name,
@@ -143,6 +147,7 @@ class Prediction:
             image_size=tuple(data["image_size"]),
             source=Path(data["source"]) if data.get("source") else None,
             category_ids=list(data["category_ids"]) if data.get("category_ids") is not None else None,
+            frame=data.get("frame"),
         )
 
     @classmethod

@@ -11,7 +11,7 @@ with the original (width, height), so boxes come back in original-image pixels.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import torch
 
@@ -165,28 +165,32 @@ class DFINE:
         image_size: int | None = None,
         batch_size: int = 8,
         channels: str = "rgb",
-    ) -> list[Prediction]:
-        """Detect objects in one or more images.
+        stream: bool = False,
+    ) -> list[Prediction] | Iterator[Prediction]:
+        """Detect objects in images and videos.
 
         Args:
-            source: an image path, a folder (its images, sorted), a PIL image, a numpy array
-                (``HxW[xC]``, or ``[B, H, W, C]`` for several), a tensor (``[C, H, W]``, or ``[B, C, H, W]``),
-                or a list of these. Any image size.
+            source: an image path, a folder (its images, sorted), a video file (every frame), a PIL image, a
+                numpy array (``HxW[xC]``, or ``[B, H, W, C]`` for several), a tensor (``[C, H, W]``, or
+                ``[B, C, H, W]``), or a list of these. Any image size.
             conf_threshold: keep detections with score >= this, in [0, 1].
             image_size: side of the square model input in pixels, a multiple of 32; default: the size
                 the model was built for (``info.image_size``, 640 for the official models).
             batch_size: images per forward pass.
             channels: channel order of arrays and tensors: ``"rgb"``, or ``"bgr"`` for OpenCV
                 (``cv2.imread``) arrays. Files and PIL images are always read as RGB.
+            stream: return a generator that reads, predicts and yields batch by batch, so memory stays flat over
+                long videos and large folders; the default returns the full list.
 
         Returns:
-            One :class:`Prediction` per image, in input order.
+            One :class:`Prediction` per image or video frame, in input order (a frame's ``source`` is its video
+            and ``frame`` its index).
         """
         return self._detector.predict(
-            source, conf_threshold, image_size=image_size, batch_size=batch_size, channels=channels
+            source, conf_threshold, image_size=image_size, batch_size=batch_size, channels=channels, stream=stream
         )
 
-    def __call__(self, source: ImageInput | Sequence[ImageInput], **options) -> list[Prediction]:
+    def __call__(self, source: ImageInput | Sequence[ImageInput], **options) -> list[Prediction] | Iterator[Prediction]:
         """Same as :meth:`predict`."""
         return self.predict(source, **options)
 

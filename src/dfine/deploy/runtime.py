@@ -11,6 +11,7 @@ the runtime call differs, the backends' detections agree to the last bits of fp3
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -22,6 +23,7 @@ from .backend import Backend, Outputs, TorchBackend
 from .onnx import OnnxRuntimeBackend
 from .openvino import OpenVINOBackend
 from .tensorrt import TensorRTBackend
+from .video import VideoReader, is_video
 from .wrapper import load_deploy_model
 
 __all__ = ["BACKENDS", "BackendDetector", "open_backend", "preprocess", "to_predictions"]
@@ -66,6 +68,26 @@ def open_backend(
     if kind == "openvino":
         return OpenVINOBackend(model_file, device, threads)
     return TensorRTBackend(model_file, device)
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One decoded video frame: the RGB image, the video it came from and its 0-based index."""
+
+    image: Image.Image
+    video: Path
+    index: int
+
+
+def iter_frames(items: Iterable[ImageInput]) -> Iterator[ImageInput | Frame]:
+    """``items`` with each video file replaced by its frames, decoded one at a time (memory stays flat)."""
+    for item in items:
+        if isinstance(item, str | Path) and is_video(item):
+            with VideoReader(item) as reader:
+                for index, image in enumerate(reader):
+                    yield Frame(image, Path(item), index)
+        else:
+            yield item
 
 
 def preprocess(images: Sequence[Image.Image], image_size: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -143,7 +165,7 @@ class BackendDetector:
 
     def iter_predict(
         self,
-        items: Iterable[ImageInput],
+        items: Iterable[ImageInput | Frame],
         conf_threshold: float = 0.25,
         batch_size: int = 8,
         image_size: int | None = None,
@@ -165,11 +187,15 @@ class BackendDetector:
             yield from self._predict_items(batch, conf_threshold, side, channels)
 
     def _predict_items(
-        self, items: list[ImageInput], conf_threshold: float, image_size: int, channels: str
+        self, items: list[ImageInput | Frame], conf_threshold: float, image_size: int, channels: str
     ) -> list[Prediction]:
-        images = [load_image(item, channels) for item in items]
-        sources = [item if isinstance(item, Path) else None for item in items]
-        return self.detect(images, sources, conf_threshold, image_size)
+        images = [item.image if isinstance(item, Frame) else load_image(item, channels) for item in items]
+        sources = [item if isinstance(item, Path) else None for item in items]  # files are re-read to draw
+        predictions = self.detect(images, sources, conf_threshold, image_size)
+        for prediction, item in zip(predictions, items):
+            if isinstance(item, Frame):  # a frame keeps its image, and says where it came from
+                prediction.source, prediction.frame = item.video, item.index
+        return predictions
 
     def predict(
         self,
@@ -178,12 +204,16 @@ class BackendDetector:
         image_size: int | None = None,
         batch_size: int = 8,
         channels: str = "rgb",
-    ) -> list[Prediction]:
-        """Detect objects in images, as :meth:`dfine.DFINE.predict` (same arguments and results).
+        stream: bool = False,
+    ) -> list[Prediction] | Iterator[Prediction]:
+        """Detect objects in images and videos, as :meth:`dfine.DFINE.predict` (same arguments and results).
 
         ``image_size``: None for the model's input size; another multiple of 32 on the torch backend
         only (an exported model has a fixed one).
         """
         if channels not in ("rgb", "bgr"):  # before any image is read
             raise ValueError(f"channels must be 'rgb' or 'bgr' (OpenCV arrays), got {channels!r}")
-        return list(self.iter_predict(expand_sources(source), conf_threshold, batch_size, image_size, channels))
+        predictions = self.iter_predict(
+            iter_frames(expand_sources(source)), conf_threshold, batch_size, image_size, channels
+        )
+        return predictions if stream else list(predictions)
