@@ -3,7 +3,11 @@ they were recorded); ``DFINE_FIXTURES`` points the tests at another copy."""
 
 from __future__ import annotations
 
+import functools
+import http.server
 import os
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -45,3 +49,23 @@ def official_n_outputs(fixtures_dir: Path) -> dict:
 @pytest.fixture(autouse=True, scope="session")
 def _two_threads():
     torch.set_num_threads(2)
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args: object) -> None:  # no access log on the test output
+        pass
+
+
+@pytest.fixture
+def http_folder(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """A fresh folder served over HTTP on 127.0.0.1 (never the internet): (base URL, folder)."""
+    folder = tmp_path / "served"
+    folder.mkdir()
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_QuietHandler, directory=folder))
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", folder
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -13,6 +13,9 @@ from torchvision.ops import clip_boxes_to_image
 
 import dfine
 from dfine.data.coco_classes import COCO_CLASS_NAMES
+from dfine.data.images import LETTERBOX_FILL, letterbox_boxes_to_image, letterbox_geometry, letterbox_image
+from dfine.deploy import Backend, BackendDetector, ModelMetadata
+from dfine.deploy.runtime import preprocess
 from dfine.engine.checkpoint import CheckpointError, infer_model_size
 from dfine.predictor import RandomWeightsWarning, resolve_device
 
@@ -169,6 +172,7 @@ def test_every_input_kind_and_batching(detector, tmp_path):
         ({"image_size": 600}, "image_size must be a positive multiple of 32"),
         ({"batch_size": 0}, "batch_size must be at least 1"),
         ({"channels": "hsv"}, "channels must be 'rgb' or 'bgr'"),
+        ({"resize": "crop"}, "resize must be one of 'squash', 'letterbox', got 'crop'"),
     ],
 )
 def test_bad_predict_arguments(detector, kwargs, message):
@@ -194,6 +198,102 @@ def test_bgr_arrays_give_the_rgb_boxes(detector, fixture_images):
 def test_empty_folder(detector, tmp_path):
     with pytest.raises(ValueError, match="no images found"):
         detector.predict(tmp_path)
+
+
+def test_predict_reads_urls_and_glob_patterns(detector, http_folder):
+    base, folder = http_folder
+    _noise_image(96, 64, seed=6).save(folder / "a.png")
+    _noise_image(64, 96, seed=7).save(folder / "b.png")
+    from_url, *from_files = detector.predict(
+        [f"{base}/a.png", str(folder / "*.png")], conf_threshold=0.0, image_size=SMALL
+    )
+    assert from_url.source is None and from_url.image is not None  # in memory, kept for drawing
+    assert [p.source.name for p in from_files] == ["a.png", "b.png"]
+    assert torch.equal(from_url.boxes, from_files[0].boxes) and torch.equal(from_url.scores, from_files[0].scores)
+
+
+# ---------------------------------------------------------------- letterbox
+
+
+def _scene(fixture_images: torch.Tensor, width: int, height: int) -> Image.Image:
+    """The first official fixture image resized to ``width x height``: content the N weights find things in."""
+    rgb = (fixture_images[0].permute(1, 2, 0) * 255).round().to(torch.uint8).numpy()
+    return Image.fromarray(rgb).resize((width, height), Image.BILINEAR)
+
+
+def test_letterbox_of_a_square_image_is_the_squash(detector, fixture_images):
+    image = _scene(fixture_images, 300, 300)
+    side = SMALL + 32  # not a power of two, so boxes in input pixels would be rounded (see preprocess)
+    (squash,) = detector.predict(image, conf_threshold=LOW_CONF, image_size=side)
+    (letterbox,) = detector.predict(image, conf_threshold=LOW_CONF, image_size=side, resize="letterbox")
+    assert len(squash) > 0
+    for name in ("boxes", "scores", "labels"):
+        assert torch.equal(getattr(letterbox, name), getattr(squash, name)), name
+
+
+def test_letterbox_boxes_are_the_model_boxes_mapped_back(detector, fixture_images):
+    """A tall image: the model on the letterboxed input by hand, boxes mapped back with the pure geometry."""
+    image = _scene(fixture_images, 200, 400)
+    (prediction,) = detector.predict(image, conf_threshold=LOW_CONF, image_size=SMALL, resize="letterbox")
+    inputs = T.ToTensor()(letterbox_image(image, SMALL)).unsqueeze(0)
+    with torch.no_grad():
+        (found,) = dfine.PostProcessor()(detector.model(inputs), torch.tensor([[SMALL, SMALL]]))  # input pixels
+    keep = found["scores"] >= LOW_CONF
+    boxes = letterbox_boxes_to_image(found["boxes"][keep], letterbox_geometry(200, 400, SMALL))
+    assert len(prediction) > 0 and prediction.image_size == (200, 400)
+    torch.testing.assert_close(prediction.scores, found["scores"][keep], rtol=0, atol=0)
+    torch.testing.assert_close(prediction.boxes, clip_boxes_to_image(boxes, (400, 200)), rtol=0, atol=1e-4)
+    assert (prediction.boxes >= 0).all() and (prediction.boxes[:, 0::2] <= 200).all()
+    assert (prediction.boxes[:, 1::2] <= 400).all()
+
+
+def test_letterbox_of_a_wide_image_equals_the_squash_of_it_padded_square(detector, fixture_images):
+    """A 512x256 image letterboxed into 256 is the same model input as its 512x512 gray-padded square squashed
+    into 256; the letterbox boxes are then the square's boxes moved up by the 128 px of padding."""
+    content = _scene(fixture_images, 384, 192)
+    wide = Image.new("RGB", (512, 256), (LETTERBOX_FILL,) * 3)
+    wide.paste(content, (64, 32))  # gray all round, so the resize blends gray into gray at the edges
+    square = Image.new("RGB", (512, 512), (LETTERBOX_FILL,) * 3)
+    square.paste(content, (64, 32 + 128))
+    assert torch.equal(preprocess([wide], SMALL, "letterbox")[0], preprocess([square], SMALL)[0])
+
+    (letterbox,) = detector.predict(wide, conf_threshold=LOW_CONF, image_size=SMALL, resize="letterbox")
+    (squash,) = detector.predict(square, conf_threshold=LOW_CONF, image_size=SMALL)
+    assert len(letterbox) > 0 and torch.equal(letterbox.labels, squash.labels)
+    assert torch.equal(letterbox.scores, squash.scores)
+    moved = clip_boxes_to_image(squash.boxes - torch.tensor([0.0, 128.0, 0.0, 128.0]), (256, 512))
+    torch.testing.assert_close(letterbox.boxes, moved, rtol=0, atol=1e-3)  # well inside 0.5 px: fp32 rounding only
+
+
+class _ContentBox(Backend):
+    """A fake static-batch runtime that "detects" the white part of each input: what every backend returns."""
+
+    name = "fake"
+
+    def __init__(self) -> None:
+        super().__init__(ModelMetadata(("white",), image_size=64, num_top_queries=1), fixed_batch=2)
+
+    def _run(self, images, orig_target_sizes):
+        boxes = []
+        for white in (images > 0.9).all(dim=1):  # [S, S]
+            ys, xs = white.nonzero(as_tuple=True)
+            boxes.append(torch.stack([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]).float() / white.shape[-1])
+        boxes = torch.stack(boxes) * orig_target_sizes.repeat(1, 2).float()  # the graph's decoding
+        count = len(images)
+        return torch.zeros(count, 1, dtype=torch.int64), boxes[:, None], torch.ones(count, 1)
+
+
+@pytest.mark.parametrize("resize", ["squash", "letterbox"])
+def test_every_backend_maps_letterbox_boxes_back_in_padded_batches(resize):
+    images = [Image.new("RGB", size, (255, 255, 255)) for size in [(100, 50), (30, 90), (64, 64)]]
+    predictions = BackendDetector(_ContentBox()).detect(images, [None] * 3, conf_threshold=0.0, resize=resize)
+    assert [p.boxes.tolist() for p in predictions] == [[[0.0, 0.0, 100.0, 50.0]], [[0.0, 0.0, 30.0, 90.0]],
+                                                       [[0.0, 0.0, 64.0, 64.0]]]  # fmt: skip
+
+
+def test_resize_is_checked_before_any_image_is_read(detector, tmp_path):
+    with pytest.raises(ValueError, match="resize must be one of"):
+        detector.predict(tmp_path / "missing.png", resize="Letterbox")
 
 
 # ---------------------------------------------------------------- draw / save

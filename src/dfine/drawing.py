@@ -9,7 +9,7 @@ the most confident box and label end up on top.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from PIL import Image, ImageDraw, ImageFont
 
@@ -92,18 +92,36 @@ def place_labels(
 
 
 def draw_detections(
-    image: Image.Image, boxes: Sequence[Box], scores: Sequence[float], labels: Sequence[int], names: Sequence[str]
+    image: Image.Image,
+    boxes: Sequence[Box],
+    scores: Sequence[float],
+    labels: Sequence[int],
+    names: Sequence[str],
+    track_ids: Sequence[int | None] | None = None,
+    trails: Mapping[int, Sequence[tuple[float, float]]] | None = None,
 ) -> Image.Image:
-    """``image`` (modified in place and returned) with each box and its ``"name score"`` label."""
+    """``image`` (modified in place and returned) with each box and its ``"name score"`` label.
+
+    Tracked detections (``track_ids``) are labelled ``"#id name score"`` and coloured by track; ``trails`` maps a
+    track id to its recent box centres (pixels), drawn as a line.
+    """
     canvas = ImageDraw.Draw(image)
     font = _label_font(image.height)
     line_width = max(1, round(max(image.size) / 320))
-    texts = [f"{name} {score:.2f}" for name, score in zip(names, scores)]
+    track_ids = list(track_ids) if track_ids is not None else [None] * len(boxes)
+    colors = [class_color(label if track is None else track) for label, track in zip(labels, track_ids)]
+    for track, trail in (trails or {}).items():
+        if len(trail) > 1:
+            canvas.line([tuple(point) for point in trail], fill=class_color(track), width=line_width)
+    texts = [
+        f"{'' if track is None else f'#{track} '}{name} {score:.2f}"
+        for name, score, track in zip(names, scores, track_ids)
+    ]
     extents = [canvas.textbbox((0, 0), text, font=font) for text in texts]
     sizes = [(right - left + 4, bottom - top + 4) for left, top, right, bottom in extents]
     spots = place_labels(boxes, sizes, scores, image.size)
     for i in sorted(range(len(boxes)), key=lambda k: scores[k]):  # lowest score first: the best ends on top
-        color = class_color(labels[i])
+        color = colors[i]
         canvas.rectangle(tuple(boxes[i]), outline=color, width=line_width)
         canvas.rectangle(spots[i], fill=color)
         left, top = extents[i][:2]

@@ -52,6 +52,7 @@ class Prediction:
         category_ids: the dataset's category id of each label (``category_ids[label]``), for COCO records;
             None when the model has none (its labels are the ids then).
         frame: the 0-based frame index in ``source`` for a video frame, else None.
+        track_ids: ``[N]`` int64 track id of each detection after tracking (:mod:`dfine.tracking`), else None.
 
     ``len(p)``, ``p[i]``, ``p[1:3]``, ``p[p.scores > 0.5]``, ``p["cat"]`` (one class) and ``for d in p``
     (:class:`Detection` each) work as on a list of detections; indexing returns a :class:`Prediction`.
@@ -66,6 +67,7 @@ class Prediction:
     image: Image.Image | None = field(default=None, repr=False)
     category_ids: list[int] | None = None
     frame: int | None = None
+    track_ids: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.scores)
@@ -86,6 +88,7 @@ class Prediction:
             image=self.image,
             category_ids=self.category_ids,
             frame=self.frame,
+            track_ids=self.track_ids[rows] if self.track_ids is not None else None,
         )
 
     def _rows(self, index: PredictionIndex) -> torch.Tensor:
@@ -127,9 +130,13 @@ class Prediction:
             "detections": [
                 {"box": list(d.box), "score": d.score, "label": d.label, "name": d.name,
                  "category_id": self._category_id(d.label)}
-                for d in self
+                | ({"track_id": track_id} if track_id is not None else {})
+                for d, track_id in zip(self, self._track_list())
             ],
         }  # fmt: skip
+
+    def _track_list(self) -> list[int | None]:
+        return self.track_ids.tolist() if self.track_ids is not None else [None] * len(self)
 
     def to_json(self, **dumps_options: Any) -> str:
         """:meth:`to_dict` as a JSON string (``indent=2`` etc. pass through to :func:`json.dumps`)."""
@@ -148,6 +155,11 @@ class Prediction:
             source=Path(data["source"]) if data.get("source") else None,
             category_ids=list(data["category_ids"]) if data.get("category_ids") is not None else None,
             frame=data.get("frame"),
+            track_ids=(
+                torch.tensor([d["track_id"] for d in detections], dtype=torch.int64)
+                if detections and all("track_id" in d for d in detections)
+                else None
+            ),
         )
 
     @classmethod
@@ -174,6 +186,7 @@ class Prediction:
             xyxy=self.boxes.detach().cpu().numpy().astype(np.float32).reshape(-1, 4),
             confidence=self.scores.detach().cpu().numpy().astype(np.float32),
             class_id=self.labels.detach().cpu().numpy().astype(int),
+            tracker_id=self.track_ids.cpu().numpy().astype(int) if self.track_ids is not None else None,
             data={"class_name": np.array(self.names, dtype=str)},
         )
 
@@ -202,17 +215,31 @@ class Prediction:
             names=[str(name) for name in names],
             image_size=(int(image_size[0]), int(image_size[1])),
             source=Path(source) if source is not None else None,
+            track_ids=(
+                torch.as_tensor(np.asarray(detections.tracker_id, dtype=np.int64))
+                if getattr(detections, "tracker_id", None) is not None
+                else None
+            ),
         )
 
-    def draw(self) -> Image.Image:
-        """A copy of the image with each box and its ``"name score"`` label (:mod:`dfine.drawing`)."""
+    def draw(self, trails: Mapping[int, Sequence[tuple[float, float]]] | None = None) -> Image.Image:
+        """A copy of the image with each box and its ``"name score"`` label (:mod:`dfine.drawing`); tracked
+        detections are labelled ``#id`` and coloured by track, with ``trails`` (track id -> recent centres)."""
         if self.image is not None:
             image = self.image.copy()
         elif self.source is not None:
             image = load_image(self.source)
         else:
             raise ValueError("this Prediction has neither an image nor a source file to draw on")
-        return draw_detections(image, self.boxes.tolist(), self.scores.tolist(), self.labels.tolist(), self.names)
+        return draw_detections(
+            image,
+            self.boxes.tolist(),
+            self.scores.tolist(),
+            self.labels.tolist(),
+            self.names,
+            self._track_list(),
+            trails,
+        )
 
     def save(self, path: str | Path) -> Path:
         """Write :meth:`draw` to ``path`` (format from the extension; folders are created)."""

@@ -4,14 +4,16 @@
 official or dfine checkpoint, or a Hugging Face folder. Prediction is the PyTorch backend of
 :mod:`dfine.deploy` with the one pipeline every backend shares (the official one of
 ``tools/inference/torch_inf.py``): each image, as 8-bit RGB, is squash-resized to ``image_size x
-image_size`` (bilinear, no letterbox), scaled to [0, 1], run through the deployed model, and decoded
-with the original (width, height), so boxes come back in original-image pixels.
+image_size`` (bilinear; ``resize="letterbox"`` keeps the aspect ratio and pads instead), scaled to [0, 1], run
+through the deployed model, and decoded with the original (width, height), so boxes come back in original-image
+pixels. ``DFINE.track`` associates the detections of consecutive frames into tracks (:mod:`dfine.tracking`).
 """
 
 from __future__ import annotations
 
 import warnings
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 
 import torch
 
@@ -19,7 +21,8 @@ from .config.presets import MODEL_PRESETS
 from .data.images import ImageInput
 from .deploy.backend import TorchBackend
 from .deploy.metadata import ModelMetadata
-from .deploy.runtime import BackendDetector
+from .deploy.runtime import BackendDetector, capture_frames
+from .deploy.video import is_capture_source, is_video, video_frame_rate
 from .deploy.wrapper import DeployModel
 from .engine.checkpoint import infer_model_size
 from .loading import WeightsSource, load_model
@@ -27,6 +30,7 @@ from .model.dfine import DFINE as DFINEModel
 from .model.postprocess import PostProcessor
 from .model_info import ModelInfo, RandomWeightsWarning, default_class_names, resolve_device
 from .prediction import Prediction, to_predictions
+from .tracking import Tracker, track
 
 __all__ = [
     "DFINE",
@@ -166,11 +170,13 @@ class DFINE:
         batch_size: int = 8,
         channels: str = "rgb",
         stream: bool = False,
+        resize: str = "squash",
     ) -> list[Prediction] | Iterator[Prediction]:
         """Detect objects in images and videos.
 
         Args:
-            source: an image path, a folder (its images, sorted), a video file (every frame), a PIL image, a
+            source: an image path, a folder (its images, sorted), a video file (every frame), an ``http(s)`` URL of
+                an image (downloaded into memory), a glob pattern (``"photos/*.jpg"``, sorted), a PIL image, a
                 numpy array (``HxW[xC]``, or ``[B, H, W, C]`` for several), a tensor (``[C, H, W]``, or
                 ``[B, C, H, W]``), or a list of these. Any image size.
             conf_threshold: keep detections with score >= this, in [0, 1].
@@ -181,18 +187,60 @@ class DFINE:
                 (``cv2.imread``) arrays. Files and PIL images are always read as RGB.
             stream: return a generator that reads, predicts and yields batch by batch, so memory stays flat over
                 long videos and large folders; the default returns the full list.
+            resize: how an image becomes the square model input. ``"squash"`` (default, the official resize
+                the published numbers use): resized to ``image_size x image_size``, aspect ratio lost.
+                ``"letterbox"``: the longer side scaled to ``image_size``, aspect ratio kept, the image centred
+                on gray (114) padding; boxes are mapped back to the original image exactly.
 
         Returns:
             One :class:`Prediction` per image or video frame, in input order (a frame's ``source`` is its video
             and ``frame`` its index).
         """
         return self._detector.predict(
-            source, conf_threshold, image_size=image_size, batch_size=batch_size, channels=channels, stream=stream
+            source,
+            conf_threshold,
+            image_size=image_size,
+            batch_size=batch_size,
+            channels=channels,
+            stream=stream,
+            resize=resize,
         )
 
     def __call__(self, source: ImageInput | Sequence[ImageInput], **options) -> list[Prediction] | Iterator[Prediction]:
         """Same as :meth:`predict`."""
         return self.predict(source, **options)
+
+    def track(
+        self,
+        source: str | Path | int,
+        tracker: str = "bytetrack",
+        conf_threshold: float = 0.1,
+        image_size: int | None = None,
+        frame_rate: float | None = None,
+        **tracker_options: object,
+    ) -> Iterator[Prediction]:
+        """Detect and track objects frame by frame; yields one tracked :class:`Prediction` per frame.
+
+        Args:
+            source: a video file, a folder of frames (sorted by name), a camera index, or a stream URL
+                (``rtsp://``, ``rtmp://``, ``http(s)://`` of a video).
+            tracker: ``bytetrack``, ``sort`` or ``ocsort`` (:mod:`dfine.tracking`, ``pip install dfine[track]``).
+            conf_threshold: detections kept for the tracker; ByteTrack uses the low-score ones to keep tracks alive.
+            image_size: model input side (default: the model's).
+            frame_rate: frames per second; default: the video's (25 for folders when unknown).
+            tracker_options: passed to the tracker (e.g. ``track_activation_threshold=0.5``).
+
+        Each prediction's ``track_ids`` holds the persistent id of every detection and ``frame`` its index.
+        """
+        capture = is_capture_source(source)
+        if frame_rate is None:
+            frame_rate = video_frame_rate(source) if capture or is_video(source) else 25.0
+        state = Tracker(tracker, frame_rate=frame_rate, **tracker_options)
+        if capture:
+            predictions = self._detector.iter_predict(capture_frames(source), conf_threshold, 1, image_size)
+        else:
+            predictions = self.predict(source, conf_threshold, image_size=image_size, batch_size=1, stream=True)
+        return track(predictions, state)
 
     def __repr__(self) -> str:
         size = f"D-FINE-{self.info.size.upper()}" if self.info.size else "D-FINE"

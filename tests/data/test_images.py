@@ -1,6 +1,10 @@
-"""Image loading: every PIL mode, arrays and tensors to 8-bit RGB; EXIF; folders; the input errors."""
+"""Image loading: every PIL mode, arrays and tensors to 8-bit RGB; EXIF; folders, globs and URLs; letterbox
+geometry; the input errors."""
 
 from __future__ import annotations
+
+import re
+import socket
 
 import numpy as np
 import pytest
@@ -8,7 +12,19 @@ import torch
 import torchvision.transforms as T
 from PIL import Image
 
-from dfine.data.images import expand_sources, list_images, load_image, to_model_input
+from dfine.data.images import (
+    LETTERBOX_FILL,
+    LetterboxGeometry,
+    check_resize,
+    expand_sources,
+    letterbox_boxes_to_image,
+    letterbox_geometry,
+    letterbox_image,
+    list_images,
+    load_image,
+    read_url_image,
+    to_model_input,
+)
 
 RED, BLUE = (255, 0, 0), (0, 0, 255)
 EXIF_ORIENTATION = 0x0112
@@ -254,3 +270,126 @@ def test_a_decompression_bomb_is_one_clear_line_everywhere(tmp_path, monkeypatch
     assert issue.kind == "oversized_image" and "DFINE_MAX_IMAGE_PIXELS" in issue.detail
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 20000)  # the documented way out
     assert load_image(path).size == (100, 100)
+
+
+# ---------------------------------------------------------------- glob patterns and URLs
+
+
+def _names(items: list) -> list[str]:
+    return [item.name for item in items]
+
+
+def test_glob_patterns_give_the_sorted_matching_files(tmp_path):
+    for name in ["b.png", "a.png", "c.jpg", "sub/d.png"]:
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        Image.new("RGB", (4, 4)).save(tmp_path / name)
+    (tmp_path / "folder.png").mkdir()  # a folder the pattern matches is skipped
+    assert _names(expand_sources(str(tmp_path / "*.png"))) == ["a.png", "b.png"]
+    assert _names(expand_sources(str(tmp_path / "?.*"))) == ["a.png", "b.png", "c.jpg"]
+    assert _names(expand_sources(str(tmp_path / "[bc].*"))) == ["b.png", "c.jpg"]
+    assert _names(expand_sources(str(tmp_path / "**" / "*.png"))) == ["a.png", "b.png", "d.png"]
+    assert _names(expand_sources([str(tmp_path / "c.*"), tmp_path / "a.png"])) == ["c.jpg", "a.png"]
+    with pytest.raises(FileNotFoundError, match=r"no files match the pattern '.*\*\.gif'"):
+        expand_sources(str(tmp_path / "*.gif"))
+
+
+def test_an_existing_path_with_glob_characters_is_that_path(tmp_path):
+    path = tmp_path / "shot[1].png"
+    Image.new("RGB", (4, 4)).save(path)
+    assert expand_sources(str(path)) == [path]
+    with pytest.raises(FileNotFoundError, match="image not found"):  # a Path is never a pattern
+        expand_sources(tmp_path / "*.png")
+
+
+def test_url_image_is_downloaded_into_memory(http_folder):
+    base, folder = http_folder
+    pixels = np.random.default_rng(0).integers(0, 256, (6, 9, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(folder / "cat.png")
+    Image.new("RGB", (4, 4)).save(folder / "dog.png")
+    image, path = expand_sources([f"{base}/cat.png", folder / "dog.png"])
+    assert isinstance(image, Image.Image) and image.mode == "RGB"
+    np.testing.assert_array_equal(np.asarray(image), pixels)
+    assert path == folder / "dog.png"
+    assert sorted(p.name for p in folder.iterdir()) == ["cat.png", "dog.png"]  # nothing written beside
+
+
+def test_url_errors_name_the_url_and_the_reason(http_folder):
+    base, folder = http_folder
+    missing = f"{base}/missing.jpg"
+    with pytest.raises(ValueError, match=rf"cannot download the image {re.escape(missing)}: HTTP 404 .*check the URL"):
+        expand_sources(missing)
+    (folder / "page.html").write_text("<html><body>not an image</body></html>")
+    page = f"{base}/page.html"
+    with pytest.raises(ValueError, match=rf"{re.escape(page)}: cannot be decoded as an image .*sent text/html"):
+        expand_sources(page)
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        refused = f"http://127.0.0.1:{closed.getsockname()[1]}/a.png"  # bound, not listening: refused
+        with pytest.raises(ValueError, match=rf"cannot download the image {re.escape(refused)}: .*the network"):
+            expand_sources(refused)
+
+
+def test_a_silent_server_times_out():
+    with socket.socket() as silent:  # accepts the connection (backlog) and never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(1)
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}/a.png"
+        with pytest.raises(ValueError, match=rf"cannot download the image {re.escape(url)}: .*timed out"):
+            read_url_image(url, timeout=0.2)
+
+
+# ---------------------------------------------------------------- letterbox
+
+
+@pytest.mark.parametrize(
+    ("size", "image_size", "geometry"),
+    [
+        ((1000, 500), 640, LetterboxGeometry((1000, 500), (640, 320), (0, 160))),  # wide
+        ((300, 600), 256, LetterboxGeometry((300, 600), (128, 256), (64, 0))),  # tall
+        ((640, 321), 640, LetterboxGeometry((640, 321), (640, 321), (0, 159))),  # odd padding: 159 above, 160 below
+        ((1001, 500), 640, LetterboxGeometry((1001, 500), (640, 320), (0, 160))),  # 319.68 rounds to 320
+        ((300, 300), 256, LetterboxGeometry((300, 300), (256, 256), (0, 0))),  # square: the squash
+    ],
+)
+def test_letterbox_geometry(size, image_size, geometry):
+    assert letterbox_geometry(*size, image_size) == geometry
+
+
+def test_letterbox_boxes_map_back_to_original_pixels():
+    # wide 1000x500 in 640: scale 0.64, 160 px of padding above
+    wide = letterbox_geometry(1000, 500, 640)
+    boxes = torch.tensor([[64.0, 192.0, 320.0, 352.0], [0.0, 160.0, 640.0, 480.0]])
+    expected = torch.tensor([[100.0, 50.0, 500.0, 300.0], [0.0, 0.0, 1000.0, 500.0]])
+    assert torch.equal(letterbox_boxes_to_image(boxes, wide), expected)
+    # tall 300x600 in 256: scale 256/600, 64 px of padding left
+    tall = letterbox_geometry(300, 600, 256)
+    boxes = torch.tensor([[96.0, 32.0, 128.0, 64.0], [64.0, 0.0, 192.0, 256.0]])
+    expected = torch.tensor([[75.0, 75.0, 150.0, 150.0], [0.0, 0.0, 300.0, 600.0]])
+    assert torch.equal(letterbox_boxes_to_image(boxes, tall), expected)
+    # the rounded side maps back with its own scale: 1001x500 -> 640x320 (x: 640/1001, y: 320/500)
+    rounded = letterbox_geometry(1001, 500, 640)
+    back = letterbox_boxes_to_image(torch.tensor([[[0.0, 160.0, 640.0, 480.0]]], dtype=torch.float64), rounded)
+    assert back.dtype == torch.float64 and back.tolist() == [[[0.0, 0.0, 1001.0, 500.0]]]
+
+
+def test_letterbox_image_is_centred_on_gray():
+    red = (255, 0, 0)
+    wide = np.asarray(letterbox_image(Image.new("RGB", (40, 20), red), 32))  # 32x16 at y = 8
+    assert wide.shape == (32, 32, 3)
+    assert (wide[:8] == LETTERBOX_FILL).all() and (wide[24:] == LETTERBOX_FILL).all()
+    assert (wide[8:24] == red).all()
+    tall = np.asarray(letterbox_image(Image.new("RGB", (10, 40), red), 32))  # 8x32 at x = 12
+    assert (tall[:, :12] == LETTERBOX_FILL).all() and (tall[:, 20:] == LETTERBOX_FILL).all()
+    assert (tall[:, 12:20] == red).all()
+    assert to_model_input([Image.new("RGB", (40, 20), red)], 32, "letterbox")[0, 0, 0, 0] == LETTERBOX_FILL / 255
+
+
+def test_letterbox_of_a_square_image_is_the_squash():
+    image = Image.fromarray(np.random.default_rng(2).integers(0, 256, (50, 50, 3), dtype=np.uint8))
+    assert torch.equal(to_model_input([image], 64, "letterbox"), to_model_input([image], 64))
+
+
+def test_unknown_resize_names_the_parameter_and_the_choices():
+    assert check_resize("letterbox") == "letterbox"
+    with pytest.raises(ValueError, match="resize must be one of 'squash', 'letterbox', got 'crop'"):
+        to_model_input([Image.new("RGB", (4, 4))], 32, "crop")

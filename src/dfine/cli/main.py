@@ -30,6 +30,7 @@ from ..model.summary import ModelSummary, summarize
 from ..predictor import DFINE, RandomWeightsWarning
 from .arguments import score_threshold
 from .export import add_backend_arguments, add_export_commands, run_backend_predict
+from .track import add_track_command
 from .visualize import add_visualize_command
 
 __all__ = ["main"]
@@ -53,7 +54,7 @@ def _build_parser() -> argparse.ArgumentParser:
 
     parser = _Parser(prog="dfine", description="D-FINE real-time object detector.")
     commands = parser.add_subparsers(
-        dest="command", required=True, metavar="{info,predict,train,val,data,export,visualize}"
+        dest="command", required=True, metavar="{info,predict,track,train,val,data,export,visualize}"
     )
     sizes = available_sizes()
 
@@ -95,6 +96,7 @@ def _build_parser() -> argparse.ArgumentParser:
     add_data_commands(commands)
     add_export_commands(commands)
     add_visualize_command(commands)
+    add_track_command(commands)
     return parser
 
 

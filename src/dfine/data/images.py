@@ -13,6 +13,9 @@ Every input becomes an RGB ``PIL.Image`` with 8 bits per channel, the form the o
   how PIL opens 16-bit PNG and TIFF files; values outside 0..65535 are clipped.
 * Float data must lie in [0, 1] and is rounded to 0..255.
 * Arrays are RGB(A) in ``HxW`` / ``HxWxC`` layout; tensors are ``CxHxW`` (or ``HxWxC`` / ``HxW``).
+* Strings may also be an ``http(s)://`` URL of an image, downloaded into memory (never written to disk; its
+  :class:`~dfine.Prediction` has no ``source`` and keeps the image), or a glob pattern (``*``, ``?``, ``[``)
+  that names files, read in sorted order. A string that names an existing path is always that path.
 * A file whose header claims more than twice PIL's ``Image.MAX_IMAGE_PIXELS`` (a decompression bomb,
   or a genuinely huge image) is refused with its pixel count and the limit; raise the limit with the
   environment variable ``DFINE_MAX_IMAGE_PIXELS`` (read when ``dfine`` is imported) or by setting
@@ -22,10 +25,17 @@ Every input becomes an RGB ``PIL.Image`` with 8 bits per channel, the form the o
 
 from __future__ import annotations
 
+import glob
+import http.client
+import io
 import os
 import re
+import urllib.error
+import urllib.request
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO, Literal, get_args
 
 import numpy as np
 import torch
@@ -35,7 +45,17 @@ from torchvision.transforms import InterpolationMode
 
 __all__ = [
     "IMAGE_EXTENSIONS",
+    "LETTERBOX_FILL",
     "MAX_PIXELS_ENV",
+    "RESIZE_MODES",
+    "URL_TIMEOUT_S",
+    "LetterboxGeometry",
+    "ResizeMode",
+    "check_resize",
+    "letterbox_geometry",
+    "letterbox_image",
+    "letterbox_boxes_to_image",
+    "read_url_image",
     "oversized_image_message",
     "ImageInput",
     "list_images",
@@ -69,6 +89,14 @@ def oversized_image_message(path: str | Path, err: Exception) -> str:
 IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
 ImageInput = str | Path | Image.Image | np.ndarray | torch.Tensor
+
+# "squash": the official resize to S x S (aspect ratio lost); "letterbox": aspect kept, the rest padded
+ResizeMode = Literal["squash", "letterbox"]
+RESIZE_MODES: tuple[str, ...] = get_args(ResizeMode)
+LETTERBOX_FILL = 114  # the pad gray of YOLO letterboxing (ultralytics), 114/255 after ToTensor
+URL_TIMEOUT_S = 30.0  # seconds a URL may stay silent (connect or read) before its download fails
+_URL_PREFIXES = ("http://", "https://")
+_GLOB_CHARS = re.compile(r"[*?\[]")
 
 _UINT16_TO_UINT8 = 65535 / 255  # = 257: maps 0..65535 linearly onto 0..255
 _CHANNEL_COUNTS = (1, 2, 3, 4)  # gray, gray+alpha, RGB, RGBA
@@ -106,27 +134,71 @@ def expand_sources(source: ImageInput | Sequence[ImageInput]) -> list[ImageInput
     """One entry per image: folders become their sorted image files, lists are flattened.
 
     A 4-D tensor ``[B, C, H, W]`` or array ``[B, H, W, C]`` is split into its ``B`` images. Paths are checked here, so a
-    missing file fails before any image is processed.
+    missing file fails before any image is processed. A string that is not an existing path may be an ``http(s)``
+    URL, downloaded and decoded here (:func:`read_url_image`, an in-memory PIL image), or a glob pattern (``*``,
+    ``?``, ``[``; ``**`` crosses folders) whose matching files are taken in sorted order (folders it matches are
+    skipped; narrow it, e.g. ``*.jpg``, to leave other files out).
 
     Raises:
-        FileNotFoundError: a path that does not exist.
-        ValueError: an empty list or a folder without images.
+        FileNotFoundError: a path that does not exist, or a pattern that matches no file.
+        ValueError: an empty list, a folder without images, or a URL that cannot be downloaded or decoded.
     """
     if isinstance(source, (list, tuple)):
         items = [item for entry in source for item in expand_sources(entry)]
         if not items:
             raise ValueError("no images given: the source list is empty")
         return items
+    if isinstance(source, str) and source.lower().startswith(_URL_PREFIXES):
+        return [read_url_image(source)]
     if isinstance(source, (str, Path)):
         path = Path(source)
         if path.is_dir():
             return list(list_images(path))
+        if isinstance(source, str) and not path.exists() and _GLOB_CHARS.search(source):
+            return _glob_files(source)
         if not path.exists():
             raise FileNotFoundError(f"image not found: {path}")
         return [path]
     if isinstance(source, torch.Tensor | np.ndarray) and source.ndim == 4:
         return list(source)
     return [source]
+
+
+def _glob_files(pattern: str) -> list[Path]:
+    """The files ``pattern`` matches, sorted by path."""
+    files = sorted(Path(match) for match in glob.glob(pattern, recursive=True) if Path(match).is_file())
+    if not files:
+        raise FileNotFoundError(f"no files match the pattern {pattern!r}; check the folder and the wildcards")
+    return files
+
+
+def read_url_image(url: str, timeout: float = URL_TIMEOUT_S) -> Image.Image:
+    """Download an image from an ``http(s)`` URL into memory and decode it (EXIF applied, 8-bit RGB).
+
+    Args:
+        url: the image's address; redirects are followed.
+        timeout: seconds the server may stay silent (connecting or sending) before the download fails.
+
+    Raises:
+        ValueError: naming the URL and the HTTP status or network reason, or saying the reply is no image.
+    """
+    request = urllib.request.Request(url, headers={"User-Agent": "dfine"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            data = response.read()
+            content_type = response.headers.get_content_type()
+    except urllib.error.HTTPError as err:
+        raise ValueError(f"cannot download the image {url}: HTTP {err.code} {err.reason}; check the URL") from None
+    except (urllib.error.URLError, http.client.HTTPException, OSError) as err:  # OSError covers timeouts
+        reason = err.reason if isinstance(err, urllib.error.URLError) else err
+        raise ValueError(
+            f"cannot download the image {url}: {reason or type(err).__name__}; check the URL and the network"
+        ) from None
+    fix = (
+        f"the server sent {content_type} ({len(data):,} bytes); check that the URL points at the image file "
+        "itself, not a web page"
+    )
+    return _decode(io.BytesIO(data), url, fix)
 
 
 def load_image(source: ImageInput, channels: str = "rgb") -> Image.Image:
@@ -162,21 +234,29 @@ def _open(path: Path) -> Image.Image:
         raise FileNotFoundError(f"image not found: {path}")
     if path.is_dir():
         raise ValueError(f"{path} is a folder; pass an image file (a folder is read with list_images)")
+    fix = (
+        f"check that it is a complete image file ({', '.join(IMAGE_EXTENSIONS)}) and re-export it, "
+        "or remove it from the input"
+    )
+    return _decode(path, str(path), fix)
+
+
+def _decode(file: Path | BinaryIO, name: str, fix: str) -> Image.Image:
+    """Decode ``file`` fully as 8-bit RGB with its EXIF orientation; errors start with ``name`` and end with ``fix``."""
     try:
-        with Image.open(path) as image:
+        with Image.open(file) as image:
             image.load()
             upright = ImageOps.exif_transpose(image)  # a copy, so it outlives the open file
     except Image.DecompressionBombError as err:
-        raise ValueError(oversized_image_message(path, err)) from None
+        raise ValueError(oversized_image_message(name, err)) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
-        raise ValueError(
-            f"{path}: cannot be decoded as an image ({err}); check that it is a complete image file "
-            f"({', '.join(IMAGE_EXTENSIONS)}) and re-export it, or remove it from the input"
-        ) from None
+        in_memory = not isinstance(file, Path)  # PIL would name it by its object repr: say what it means instead
+        reason = "no format PIL reads" if in_memory and isinstance(err, UnidentifiedImageError) else err
+        raise ValueError(f"{name}: cannot be decoded as an image ({reason}); {fix}") from None
     try:
         return to_rgb(upright)
     except ValueError as err:
-        raise ValueError(f"{path}: {err}") from None
+        raise ValueError(f"{name}: {err}") from None
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
@@ -251,15 +331,88 @@ def tensor_to_image(tensor: torch.Tensor, channels: str = "rgb") -> Image.Image:
     return array_to_image(tensor.numpy(), channels)
 
 
-def to_model_input(images: Sequence[Image.Image], image_size: int) -> torch.Tensor:
-    """Batch RGB images for the model as the official inference does: no letterbox, squash-resize.
+def check_resize(resize: str) -> str:
+    """``resize`` if it is one of :data:`RESIZE_MODES`, else a ValueError naming the parameter and the choices."""
+    if resize not in RESIZE_MODES:
+        raise ValueError(f"resize must be one of {', '.join(map(repr, RESIZE_MODES))}, got {resize!r}")
+    return resize
 
-    Each image is resized to ``image_size x image_size`` (PIL bilinear, i.e. ``T.Resize``) and turned
-    into float in [0, 1] (``T.ToTensor``).
+
+@dataclass(frozen=True)
+class LetterboxGeometry:
+    """Where an image lands inside the square letterboxed model input (all in integer pixels).
+
+    Attributes:
+        original: the image's ``(width, height)``.
+        resized: its ``(width, height)`` after the aspect-keeping resize.
+        offset: ``(left, top)`` padding before it, in model-input pixels.
+    """
+
+    original: tuple[int, int]
+    resized: tuple[int, int]
+    offset: tuple[int, int]
+
+    @property
+    def scale(self) -> tuple[float, float]:
+        """Model-input pixels per image pixel along x and y (``resized / original``; equal up to rounding)."""
+        return self.resized[0] / self.original[0], self.resized[1] / self.original[1]
+
+
+def letterbox_geometry(width: int, height: int, image_size: int) -> LetterboxGeometry:
+    """The letterbox of a ``width x height`` image in an ``image_size`` square: longer side to ``image_size``.
+
+    The shorter side is scaled by the same factor and rounded to whole pixels (at least 1); the image is centred,
+    the odd pixel of padding going right / below.
+    """
+    if width <= 0 or height <= 0 or image_size <= 0:
+        raise ValueError(f"letterbox needs positive sizes, got {width}x{height} into {image_size}")
+    longer = max(width, height)
+    # round(side * image_size / longer) in integers, so no float rounding decides a pixel
+    resized = tuple(max(1, (2 * side * image_size + longer) // (2 * longer)) for side in (width, height))
+    offset = tuple((image_size - side) // 2 for side in resized)
+    return LetterboxGeometry((width, height), resized, offset)
+
+
+def letterbox_image(image: Image.Image, image_size: int) -> Image.Image:
+    """``image`` resized with its aspect ratio kept (PIL bilinear) and centred on a :data:`LETTERBOX_FILL` square."""
+    geometry = letterbox_geometry(*image.size, image_size)
+    width, height = geometry.resized
+    canvas = Image.new("RGB", (image_size, image_size), (LETTERBOX_FILL,) * 3)
+    canvas.paste(TF.resize(image, [height, width], interpolation=InterpolationMode.BILINEAR), geometry.offset)
+    return canvas
+
+
+def letterbox_boxes_to_image(boxes_xyxy_input: torch.Tensor, geometry: LetterboxGeometry) -> torch.Tensor:
+    """Map boxes from letterboxed model-input pixels back to original-image pixels (not clipped).
+
+    ``x_image = (x_input - left) * width / resized_width`` (and alike for y), computed in float64 so that a square
+    image, whose letterbox is the squash, gets the squash's boxes to the last bit.
+
+    Args:
+        boxes_xyxy_input: ``[..., 4]`` xyxy in pixels of the ``image_size`` square model input.
+        geometry: the image's :func:`letterbox_geometry`.
+
+    Returns:
+        ``[..., 4]`` xyxy in original-image pixels, in the dtype of ``boxes_xyxy_input``.
+    """
+    (width, height), (resized_w, resized_h), (left, top) = geometry.original, geometry.resized, geometry.offset
+    offset = torch.tensor([left, top, left, top], dtype=torch.float64, device=boxes_xyxy_input.device)
+    original = torch.tensor([width, height, width, height], dtype=torch.float64, device=boxes_xyxy_input.device)
+    resized = torch.tensor([resized_w, resized_h, resized_w, resized_h], dtype=torch.float64, device=offset.device)
+    return ((boxes_xyxy_input.to(torch.float64) - offset) * original / resized).to(boxes_xyxy_input.dtype)
+
+
+def to_model_input(images: Sequence[Image.Image], image_size: int, resize: ResizeMode = "squash") -> torch.Tensor:
+    """Batch RGB images for the model: squash-resized as the official inference does, or letterboxed.
+
+    ``"squash"`` resizes each image to ``image_size x image_size`` (PIL bilinear, i.e. ``T.Resize``);
+    ``"letterbox"`` keeps the aspect ratio (:func:`letterbox_image`). Then float in [0, 1] (``T.ToTensor``).
 
     Returns:
         ``[B, 3, image_size, image_size]`` float32.
     """
+    if check_resize(resize) == "letterbox":
+        return torch.stack([TF.to_tensor(letterbox_image(image, image_size)) for image in images])
     size = [image_size, image_size]
     return torch.stack(
         [TF.to_tensor(TF.resize(image, size, interpolation=InterpolationMode.BILINEAR)) for image in images]

@@ -6,6 +6,9 @@
 (:func:`dfine.data.images.to_model_input`, the official resize), the original (width, height) as
 ``orig_target_sizes``; then a score threshold, boxes clipped to the image and class names. As only
 the runtime call differs, the backends' detections agree to the last bits of fp32.
+
+``resize="letterbox"`` keeps the aspect ratio instead (padding with gray); the backend then decodes boxes
+normalized to the model input, and they are mapped back to the image here, the same for every backend.
 """
 
 from __future__ import annotations
@@ -17,7 +20,16 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from ..data.images import ImageInput, expand_sources, load_image, to_model_input
+from ..data.images import (
+    ImageInput,
+    ResizeMode,
+    check_resize,
+    expand_sources,
+    letterbox_boxes_to_image,
+    letterbox_geometry,
+    load_image,
+    to_model_input,
+)
 from ..prediction import Prediction, to_predictions
 from .backend import Backend, Outputs, TorchBackend
 from .onnx import OnnxRuntimeBackend
@@ -26,7 +38,8 @@ from .tensorrt import TensorRTBackend
 from .video import VideoReader, is_video
 from .wrapper import load_deploy_model
 
-__all__ = ["BACKENDS", "BackendDetector", "open_backend", "preprocess", "to_predictions"]
+__all__ = ["BACKENDS", "BackendDetector", "Frame", "capture_frames", "iter_frames", "open_backend", "preprocess",
+           "to_predictions"]  # fmt: skip
 
 BACKENDS: tuple[str, ...] = ("torch", "onnx", "openvino", "tensorrt")
 
@@ -90,10 +103,40 @@ def iter_frames(items: Iterable[ImageInput]) -> Iterator[ImageInput | Frame]:
             yield item
 
 
-def preprocess(images: Sequence[Image.Image], image_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``images [N, 3, S, S]`` in [0, 1] and ``orig_target_sizes [N, 2]`` (width, height) for RGB images."""
-    sizes = torch.tensor([image.size for image in images], dtype=torch.int64)  # PIL size is (w, h)
-    return to_model_input(images, image_size), sizes
+def capture_frames(source: str | int) -> Iterator[Frame]:
+    """The frames of a camera index or stream URL, as they arrive (see :func:`dfine.deploy.video.is_capture_source`)."""
+    with VideoReader(source) as reader:
+        for index, image in enumerate(reader):
+            yield Frame(image, Path(str(source)), index)
+
+
+def preprocess(
+    images: Sequence[Image.Image], image_size: int, resize: ResizeMode = "squash"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``images [N, 3, S, S]`` in [0, 1] and the ``orig_target_sizes [N, 2]`` (width, height) to decode boxes with.
+
+    ``"squash"``: each image's own size, so boxes come back in its pixels. ``"letterbox"``: ``(1, 1)``, so boxes come
+    back normalized to the model input; times ``S``, :func:`~dfine.data.images.letterbox_boxes_to_image` maps them to
+    the image (pixels from the backend would be rounded to fp32 before the offset and scale are undone, so a square
+    image would miss the squash's boxes by an ulp).
+    """
+    if check_resize(resize) == "letterbox":
+        sizes = torch.ones(len(images), 2, dtype=torch.int64)
+    else:
+        sizes = torch.tensor([image.size for image in images], dtype=torch.int64)  # PIL size is (w, h)
+    return to_model_input(images, image_size, resize), sizes
+
+
+def _letterbox_boxes_to_images(
+    boxes_normalized: Sequence[torch.Tensor], images: Sequence[Image.Image], image_size: int
+) -> list[torch.Tensor]:
+    """Per image, boxes ``[K, 4]`` xyxy normalized to the letterboxed input -> float32 original-image pixels."""
+    return [
+        letterbox_boxes_to_image(
+            boxes.to(torch.float64) * image_size, letterbox_geometry(*image.size, image_size)
+        ).float()
+        for boxes, image in zip(boxes_normalized, images)
+    ]
 
 
 class BackendDetector:
@@ -126,16 +169,16 @@ class BackendDetector:
     def image_size(self) -> int:
         return self.backend.image_size
 
-    def _run(self, images: list[Image.Image], image_size: int) -> Outputs:
+    def _run(self, images: list[Image.Image], image_size: int, resize: ResizeMode = "squash") -> Outputs:
         """The backend on a batch; a static-batch model gets padded / split batches."""
         fixed = self.backend.fixed_batch
         if fixed is None:
-            return self.backend(*preprocess(images, image_size))
+            return self.backend(*preprocess(images, image_size, resize))
         chunks = []
         for start in range(0, len(images), fixed):
             chunk = images[start : start + fixed]
             padded = chunk + [chunk[-1]] * (fixed - len(chunk))  # repeat the last image to fill the batch
-            chunks.append([out[: len(chunk)] for out in self.backend(*preprocess(padded, image_size))])
+            chunks.append([out[: len(chunk)] for out in self.backend(*preprocess(padded, image_size, resize))])
         return tuple(torch.cat(parts) for parts in zip(*chunks))
 
     def _input_size(self, image_size: int | None) -> int:
@@ -156,11 +199,17 @@ class BackendDetector:
         sources: Sequence[Path | None],
         conf_threshold: float = 0.25,
         image_size: int | None = None,
+        resize: ResizeMode = "squash",
     ) -> list[Prediction]:
-        """One batch of RGB images (any sizes) -> one :class:`Prediction` each."""
+        """One batch of RGB images (any sizes) -> one :class:`Prediction` each (``resize``: ``"squash"`` or
+        ``"letterbox"``, as in :meth:`dfine.DFINE.predict`)."""
         if not 0.0 <= conf_threshold <= 1.0:
             raise ValueError(f"conf_threshold must be in [0, 1], got {conf_threshold}")
-        outputs = self._run(images, self._input_size(image_size))
+        side = self._input_size(image_size)
+        labels, boxes, scores = self._run(images, side, check_resize(resize))
+        if resize == "letterbox":  # the boxes came back normalized to the model input (see preprocess)
+            boxes = _letterbox_boxes_to_images(boxes, images, side)
+        outputs = (labels, boxes, scores)
         return to_predictions(outputs, images, sources, conf_threshold, self.class_names, self.category_ids)
 
     def iter_predict(
@@ -170,8 +219,10 @@ class BackendDetector:
         batch_size: int = 8,
         image_size: int | None = None,
         channels: str = "rgb",
+        resize: ResizeMode = "squash",
     ) -> Iterator[Prediction]:
         """Predictions for ``items`` (paths, PIL images, arrays...), batch by batch, in order."""
+        check_resize(resize)
         if not 0.0 <= conf_threshold <= 1.0:
             raise ValueError(f"conf_threshold must be in [0, 1], got {conf_threshold}")
         if batch_size < 1:
@@ -181,17 +232,22 @@ class BackendDetector:
         for item in items:
             batch.append(item)
             if len(batch) == batch_size:
-                yield from self._predict_items(batch, conf_threshold, side, channels)
+                yield from self._predict_items(batch, conf_threshold, side, channels, resize)
                 batch = []
         if batch:
-            yield from self._predict_items(batch, conf_threshold, side, channels)
+            yield from self._predict_items(batch, conf_threshold, side, channels, resize)
 
     def _predict_items(
-        self, items: list[ImageInput | Frame], conf_threshold: float, image_size: int, channels: str
+        self,
+        items: list[ImageInput | Frame],
+        conf_threshold: float,
+        image_size: int,
+        channels: str,
+        resize: ResizeMode = "squash",
     ) -> list[Prediction]:
         images = [item.image if isinstance(item, Frame) else load_image(item, channels) for item in items]
         sources = [item if isinstance(item, Path) else None for item in items]  # files are re-read to draw
-        predictions = self.detect(images, sources, conf_threshold, image_size)
+        predictions = self.detect(images, sources, conf_threshold, image_size, resize)
         for prediction, item in zip(predictions, items):
             if isinstance(item, Frame):  # a frame keeps its image, and says where it came from
                 prediction.source, prediction.frame = item.video, item.index
@@ -205,6 +261,7 @@ class BackendDetector:
         batch_size: int = 8,
         channels: str = "rgb",
         stream: bool = False,
+        resize: ResizeMode = "squash",
     ) -> list[Prediction] | Iterator[Prediction]:
         """Detect objects in images and videos, as :meth:`dfine.DFINE.predict` (same arguments and results).
 
@@ -213,7 +270,8 @@ class BackendDetector:
         """
         if channels not in ("rgb", "bgr"):  # before any image is read
             raise ValueError(f"channels must be 'rgb' or 'bgr' (OpenCV arrays), got {channels!r}")
+        check_resize(resize)  # before any image is read (or downloaded)
         predictions = self.iter_predict(
-            iter_frames(expand_sources(source)), conf_threshold, batch_size, image_size, channels
+            iter_frames(expand_sources(source)), conf_threshold, batch_size, image_size, channels, resize
         )
         return predictions if stream else list(predictions)

@@ -15,7 +15,9 @@ from PIL import Image
 
 from ..optional import import_optional
 
-__all__ = ["VIDEO_EXTENSIONS", "VideoReader", "VideoWriter", "is_video"]
+__all__ = [
+    "VIDEO_EXTENSIONS", "VideoReader", "VideoWriter", "is_capture_source", "is_video", "video_frame_rate",
+]  # fmt: skip
 
 VIDEO_EXTENSIONS: tuple[str, ...] = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv")
 _DEFAULT_FPS = 25.0  # when a file does not state its frame rate
@@ -31,8 +33,24 @@ def is_video(path: str | Path) -> bool:
     return Path(path).suffix.lower() in VIDEO_EXTENSIONS
 
 
+_STREAM_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://")
+
+
+def is_capture_source(source: object) -> bool:
+    """A camera index (int, or a string of digits) or a stream URL, which OpenCV opens instead of a file."""
+    if isinstance(source, int) and not isinstance(source, bool):
+        return True
+    return isinstance(source, str) and (source.isdigit() or source.lower().startswith(_STREAM_SCHEMES))
+
+
+def video_frame_rate(source: str | Path | int) -> float:
+    """Frames per second of a video file, camera or stream (25 when it does not say)."""
+    with VideoReader(source) as reader:
+        return reader.fps
+
+
 class VideoReader:
-    """The frames of a video file as RGB PIL images.
+    """The frames of a video file, camera (index) or stream (URL) as RGB PIL images.
 
     Attributes:
         fps: frames per second (25 when the file does not say).
@@ -44,13 +62,20 @@ class VideoReader:
         ValueError: OpenCV cannot open or decode it.
     """
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path | int) -> None:
         cv2 = _cv2()
-        self.path = Path(path)
-        if not self.path.is_file():
+        capture = is_capture_source(path)
+        self.path = Path(str(path)) if not capture else str(path)
+        if not capture and not self.path.is_file():
             raise FileNotFoundError(f"video not found: {self.path}")
-        self._capture = cv2.VideoCapture(str(self.path))
+        opened = int(path) if capture and str(path).isdigit() else str(path)
+        self._capture = cv2.VideoCapture(opened)
         if not self._capture.isOpened():
+            if capture:
+                raise ValueError(
+                    f"{path}: cannot be opened as a camera or stream; check the index or URL, and that nothing "
+                    "else uses it"
+                )
             raise ValueError(
                 f"{self.path}: cannot be opened as a video (unsupported or damaged file); "
                 "check that it plays, or convert it to H.264 MP4"
@@ -97,6 +122,7 @@ class VideoWriter:
         cv2 = _cv2()
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.size = tuple(size)
         self._writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*_FOURCC), fps, size)
         if not self._writer.isOpened():
             raise ValueError(f"{self.path}: OpenCV cannot write an {_FOURCC} video here; try another output folder")
