@@ -24,6 +24,11 @@ def _require(path: Path) -> Path:
     return path
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    # here, not in tests/reliability/conftest.py: options must be known when pytest starts from the repo root
+    parser.addoption("--reliability-table", metavar="PATH", help="write the reliability case table here (Markdown)")
+
+
 @pytest.fixture(scope="session")
 def fixtures_dir() -> Path:
     return _require(FIXTURES_DIR)

@@ -473,7 +473,7 @@ CASES: tuple[Case, ...] = (
          lambda t: _images_of(ws, t, _bomb))(ws, tmp), r"scene\.jpg.*DFINE_MAX_IMAGE_PIXELS"),
     Case("inference", "--source a corrupt video", _predict_source(_corrupt_video), r"clip\.mp4"),
     Case("inference", "--conf 1.5", _predict_flags("--conf", "1.5"), r"--conf"),
-    Case("inference", "--out is a file", _out_is_a_file, r"out"),
+    Case("inference", "--out is a file", _out_is_a_file, r"output folder .*out is a file.*--out"),
     Case("inference", "--device cuda without CUDA", _predict_flags("--device", "cuda"), r"cuda", tags=("no_cuda",)),
     Case("inference", "--size q", _predict_flags("--size", "q"), r"--size"),
 )  # fmt: skip

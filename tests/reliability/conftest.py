@@ -20,10 +20,6 @@ from tests.reliability.cases import Workspace
 _OUTCOMES: list[tuple[str, str, str]] = []  # (group: case, kind, message) in the order they ran
 
 
-def pytest_addoption(parser: pytest.Parser) -> None:
-    parser.addoption("--reliability-table", metavar="PATH", help="write the reliability case table here (Markdown)")
-
-
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     here = Path(__file__).parent
     for item in items:

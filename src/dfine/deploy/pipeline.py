@@ -44,6 +44,8 @@ def check_inputs(sources: Sequence[str | Path], out_dir: str | Path) -> tuple[li
     """:func:`collect_sources`, refusing an output folder that holds an input (it would be overwritten)."""
     image_files, video_files = collect_sources(sources)
     out_dir = Path(out_dir).resolve()
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"the output folder {out_dir} is a file; choose a folder for the results (--out)")
     for path in (*image_files, *video_files):
         if path.resolve().parent == out_dir:
             raise ValueError(f"the output folder {out_dir} holds the input {path}; choose another output folder")
