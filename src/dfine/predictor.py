@@ -21,7 +21,7 @@ from .config.presets import MODEL_PRESETS
 from .data.images import ImageInput
 from .deploy.backend import TorchBackend
 from .deploy.metadata import ModelMetadata
-from .deploy.runtime import BackendDetector, capture_frames
+from .deploy.runtime import BackendDetector, video_frames
 from .deploy.video import is_capture_source, is_video, video_frame_rate
 from .deploy.wrapper import DeployModel
 from .engine.checkpoint import infer_model_size
@@ -237,7 +237,7 @@ class DFINE:
             frame_rate = video_frame_rate(source) if capture or is_video(source) else 25.0
         state = Tracker(tracker, frame_rate=frame_rate, **tracker_options)
         if capture:
-            predictions = self._detector.iter_predict(capture_frames(source), conf_threshold, 1, image_size)
+            predictions = self._detector.iter_predict(video_frames(source), conf_threshold, 1, image_size)
         else:
             predictions = self.predict(source, conf_threshold, image_size=image_size, batch_size=1, stream=True)
         return track(predictions, state)

@@ -13,6 +13,7 @@ from collections import deque
 from collections.abc import Iterable, Iterator
 from typing import TextIO
 
+import numpy as np
 import torch
 
 from .optional import import_optional
@@ -50,12 +51,12 @@ class Tracker:
     def update(self, prediction: Prediction) -> Prediction:
         """The detections of ``prediction`` that belong to a track, with their ``track_ids``."""
         tracked = self._tracker.update(prediction.to_supervision())
-        ids = tracked.tracker_id if tracked.tracker_id is not None else [-1] * len(tracked)
-        keep = [k for k, track_id in enumerate(ids) if track_id is not None and int(track_id) >= 0]
-        tracked = tracked[keep] if len(keep) != len(tracked) else tracked
+        ids = tracked.tracker_id if tracked.tracker_id is not None else np.full(len(tracked), -1)
+        tracked = tracked[np.asarray(ids) >= 0]  # -1: a detection no track has taken (yet)
         result = Prediction.from_supervision(tracked, prediction.image_size, source=prediction.source)
         result.image, result.frame, result.category_ids = prediction.image, prediction.frame, prediction.category_ids
-        result.track_ids = torch.as_tensor([int(i) for i in tracked.tracker_id if i is not None], dtype=torch.int64)
+        if result.track_ids is None:  # nothing tracked in this frame
+            result.track_ids = torch.zeros(0, dtype=torch.int64)
         return result
 
 

@@ -19,35 +19,25 @@ import torch
 torch.set_num_threads(2)
 from dfine.cli.train import main
 point, argv = sys.argv[1], sys.argv[2:]
-die = lambda: os.kill(os.getpid(), signal.SIGKILL)
+def die_on_call(owner, name, nth, counts=lambda *args, **kwargs: True):
+    # owner.name becomes a wrapper that sends SIGKILL at the nth call that `counts`
+    original, seen = getattr(owner, name), []
+    def dying(*args, **kwargs):
+        if counts(*args, **kwargs):
+            seen.append(1)
+            if len(seen) == nth:
+                os.kill(os.getpid(), signal.SIGKILL)
+        return original(*args, **kwargs)
+    setattr(owner, name, dying)
 if point == "mid-step":  # the 2nd loss of epoch 1: its 1st optimizer step is done, the epoch is not
     from dfine.losses.criterion import DFINECriterion
-    forward, calls = DFINECriterion.forward, []
-    def counting(self, *args, **kwargs):
-        calls.append(1)
-        if len(calls) == 4:
-            die()
-        return forward(self, *args, **kwargs)
-    DFINECriterion.forward = counting
+    die_on_call(DFINECriterion, "forward", 4)
 elif point == "evaluation":  # epoch 1 trained, its evaluation under way
     from dfine.engine.trainer import Trainer
-    evaluate, calls = Trainer.evaluate, []
-    def dying(self, *args, **kwargs):
-        calls.append(1)
-        if len(calls) == 2:
-            die()
-        return evaluate(self, *args, **kwargs)
-    Trainer.evaluate = dying
+    die_on_call(Trainer, "evaluate", 2)
 elif point == "checkpoint-write":  # epoch 1's last.pth written to its temporary file, not yet renamed
     from dfine.engine import checkpoint
-    replace, seen = os.replace, []
-    def dying_replace(src, dst):
-        if str(dst).endswith("last.pth"):
-            seen.append(1)
-            if len(seen) == 2:
-                die()
-        return replace(src, dst)
-    checkpoint.os.replace = dying_replace
+    die_on_call(checkpoint.os, "replace", 2, counts=lambda src, dst: str(dst).endswith("last.pth"))
 sys.exit(main(argv))
 """
 

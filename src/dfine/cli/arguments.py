@@ -1,10 +1,29 @@
-"""Argument types shared by the command lines (argparse turns their errors into one ``error:`` line)."""
+"""Shared by the command lines: argument types (argparse turns their errors into one ``error:`` line) and the one
+way a command reports what went wrong."""
 
 from __future__ import annotations
 
 import argparse
+import sys
+from collections.abc import Callable
 
-__all__ = ["score_threshold"]
+__all__ = ["run_reporting_errors", "score_threshold"]
+
+
+def run_reporting_errors(prog: str, run: Callable[[], int]) -> int:
+    """``run()``'s exit status; a mistake in what the user gave (ValueError, OSError) ends as one line
+    ``PROG: error: ...`` and status 2, a run that started and cannot go on (NaN, disk full) as one line and status 1.
+    """
+    from ..engine.trainer import TrainingStopped  # here: train.py's start-up stays light
+
+    try:
+        return run()
+    except (ValueError, OSError) as err:
+        print(f"{prog}: error: {' '.join(str(err).split())}", file=sys.stderr)
+        return 2
+    except TrainingStopped as err:
+        print(f"{prog}: error: {' '.join(str(err).split())}", file=sys.stderr)
+        return 1
 
 
 def score_threshold(text: str) -> float:

@@ -39,7 +39,7 @@ from ..model.dfine import DFINE as DFINEModel
 from ..model.summary import summarize
 from ..optional import MissingDependencyError
 from ..predictor import RandomWeightsWarning
-from .arguments import score_threshold
+from .arguments import run_reporting_errors, score_threshold
 
 __all__ = [
     "add_backend_arguments",
@@ -77,11 +77,7 @@ def user_errors(run: Callable[[argparse.Namespace], int]) -> Callable[[argparse.
 def tool_main(parser: argparse.ArgumentParser, run: Callable[[argparse.Namespace], int], argv) -> int:
     """Parse, run, and print a user error as one line ``PROG: error: ...`` (exit status 2)."""
     args = parser.parse_args(argv)
-    try:
-        return user_errors(run)(args)
-    except (ValueError, OSError) as err:
-        print(f"{parser.prog}: error: {' '.join(str(err).split())}", file=sys.stderr)
-        return 2
+    return run_reporting_errors(parser.prog, lambda: user_errors(run)(args))
 
 
 def _load_model(config: Path | None, checkpoint: str | None, size: str | None, updates: list[str] | None):

@@ -23,12 +23,11 @@ from PIL import Image, ImageDraw
 from ..config.presets import available_sizes, model_config
 from ..config.yaml_model import load_model_config
 from ..engine.checkpoint import infer_model_size
-from ..engine.trainer import TrainingStopped
 from ..hub.zoo import weights_table
 from ..model.dfine import DFINE as DFINEModel
 from ..model.summary import ModelSummary, summarize
 from ..predictor import DFINE, RandomWeightsWarning
-from .arguments import score_threshold
+from .arguments import run_reporting_errors, score_threshold
 from .export import add_backend_arguments, add_export_commands, run_backend_predict
 from .track import add_track_command
 from .visualize import add_visualize_command
@@ -38,7 +37,7 @@ __all__ = ["main"]
 _DEMO_NAME = "demo.jpg"  # the generated image of --demo, and its annotated copy
 
 
-class _UsageError(Exception):
+class _UsageError(ValueError):
     """A command-line mistake found by argparse."""
 
 
@@ -195,22 +194,15 @@ def _run_predict(args: argparse.Namespace) -> int:
     return 0
 
 
-def _one_line(error: BaseException) -> str:
-    return " ".join(str(error).split())
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``dfine`` command with ``argv`` (default: ``sys.argv[1:]``); returns the exit status."""
     parser = _build_parser()
-    try:
+
+    def run() -> int:
         args = parser.parse_args(argv)
         return args.run(args)
-    except (_UsageError, ValueError, OSError) as err:
-        print(f"dfine: error: {_one_line(err)}", file=sys.stderr)
-        return 2
-    except TrainingStopped as err:  # a run that started and cannot go on: NaN, explosion, disk full
-        print(f"dfine: error: {_one_line(err)}", file=sys.stderr)
-        return 1
+
+    return run_reporting_errors("dfine", run)
 
 
 if __name__ == "__main__":

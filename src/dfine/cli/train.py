@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .arguments import run_reporting_errors
+
 __all__ = ["add_train_arguments", "run_train", "main"]
 
 
@@ -82,16 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the repository's ``train.py``."""
     parser = add_train_arguments(argparse.ArgumentParser(prog="train.py", description="Train or evaluate D-FINE."))
     args = parser.parse_args(argv)
-    from ..engine.trainer import TrainingStopped
-
-    try:
-        return run_train(args)
-    except (ValueError, OSError) as err:  # what the user gave: config, data, checkpoint, output folder
-        print(f"train.py: error: {' '.join(str(err).split())}", file=sys.stderr)
-        return 2
-    except TrainingStopped as err:  # a run that started and cannot go on: NaN, explosion, disk full
-        print(f"train.py: error: {' '.join(str(err).split())}", file=sys.stderr)
-        return 1
+    return run_reporting_errors(parser.prog, lambda: run_train(args))
 
 
 if __name__ == "__main__":

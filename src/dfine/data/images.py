@@ -51,6 +51,7 @@ __all__ = [
     "URL_TIMEOUT_S",
     "LetterboxGeometry",
     "ResizeMode",
+    "check_channels",
     "check_resize",
     "letterbox_geometry",
     "letterbox_image",
@@ -212,8 +213,7 @@ def load_image(source: ImageInput, channels: str = "rgb") -> Image.Image:
         ValueError: a file that cannot be decoded, or an array/tensor of unsupported shape or values.
         TypeError: any other kind of input.
     """
-    if channels not in ("rgb", "bgr"):
-        raise ValueError(f"channels must be 'rgb' or 'bgr' (OpenCV arrays), got {channels!r}")
+    check_channels(channels)
     if isinstance(source, (str, Path)):
         return _open(Path(source))
     if isinstance(source, Image.Image):
@@ -329,6 +329,13 @@ def tensor_to_image(tensor: torch.Tensor, channels: str = "rgb") -> Image.Image:
             "with C = 1, 2, 3 or 4 (a batch [B, C, H, W] is split into images by DFINE.predict)"
         )
     return array_to_image(tensor.numpy(), channels)
+
+
+def check_channels(channels: str) -> str:
+    """``channels`` if it is ``"rgb"`` or ``"bgr"``, else a ValueError naming the parameter and the choices."""
+    if channels not in ("rgb", "bgr"):
+        raise ValueError(f"channels must be 'rgb' or 'bgr' (OpenCV arrays), got {channels!r}")
+    return channels
 
 
 def check_resize(resize: str) -> str:

@@ -23,6 +23,7 @@ from PIL import Image
 from ..data.images import (
     ImageInput,
     ResizeMode,
+    check_channels,
     check_resize,
     expand_sources,
     letterbox_boxes_to_image,
@@ -38,8 +39,10 @@ from .tensorrt import TensorRTBackend
 from .video import VideoReader, is_video
 from .wrapper import load_deploy_model
 
-__all__ = ["BACKENDS", "BackendDetector", "Frame", "capture_frames", "iter_frames", "open_backend", "preprocess",
-           "to_predictions"]  # fmt: skip
+__all__ = [
+    "BACKENDS", "BackendDetector", "Frame", "iter_frames", "open_backend", "preprocess", "to_predictions",
+    "video_frames",
+]  # fmt: skip
 
 BACKENDS: tuple[str, ...] = ("torch", "onnx", "openvino", "tensorrt")
 
@@ -92,22 +95,20 @@ class Frame:
     index: int
 
 
-def iter_frames(items: Iterable[ImageInput]) -> Iterator[ImageInput | Frame]:
-    """``items`` with each video file replaced by its frames, decoded one at a time (memory stays flat)."""
-    for item in items:
-        if isinstance(item, str | Path) and is_video(item):
-            with VideoReader(item) as reader:
-                for index, image in enumerate(reader):
-                    yield Frame(image, Path(item), index)
-        else:
-            yield item
-
-
-def capture_frames(source: str | int) -> Iterator[Frame]:
-    """The frames of a camera index or stream URL, as they arrive (see :func:`dfine.deploy.video.is_capture_source`)."""
+def video_frames(source: str | Path | int) -> Iterator[Frame]:
+    """The frames of a video file, camera index or stream URL, decoded one at a time as they are asked for."""
     with VideoReader(source) as reader:
         for index, image in enumerate(reader):
             yield Frame(image, Path(str(source)), index)
+
+
+def iter_frames(items: Iterable[ImageInput]) -> Iterator[ImageInput | Frame]:
+    """``items`` with each video file replaced by its frames (:func:`video_frames`: memory stays flat)."""
+    for item in items:
+        if isinstance(item, str | Path) and is_video(item):
+            yield from video_frames(item)
+        else:
+            yield item
 
 
 def preprocess(
@@ -268,9 +269,8 @@ class BackendDetector:
         ``image_size``: None for the model's input size; another multiple of 32 on the torch backend
         only (an exported model has a fixed one).
         """
-        if channels not in ("rgb", "bgr"):  # before any image is read
-            raise ValueError(f"channels must be 'rgb' or 'bgr' (OpenCV arrays), got {channels!r}")
-        check_resize(resize)  # before any image is read (or downloaded)
+        check_channels(channels)  # both before any image is read (or downloaded)
+        check_resize(resize)
         predictions = self.iter_predict(
             iter_frames(expand_sources(source)), conf_threshold, batch_size, image_size, channels, resize
         )
