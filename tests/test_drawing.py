@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import importlib.util
+import sys
+
+import pytest
 from PIL import Image
 
-from dfine.drawing import PALETTE, _overlap, class_color, draw_detections, place_labels
+from dfine.drawing import PALETTE, _overlap, class_color, draw, draw_detections, place_labels, resolve_style
 
 LABEL = (40.0, 12.0)  # width, height of every label in these tests
 
@@ -41,3 +45,48 @@ def test_colours_are_stable_per_class_and_drawing_is_deterministic():
     second = draw_detections(Image.new("RGB", (160, 120), "white"), *args)
     assert first.tobytes() == second.tobytes()
     assert first.getpixel((21, 20)) == PALETTE[1]  # the best label, above its box
+
+
+SCENE = (
+    [(20.0, 30.0, 120.0, 90.0), (25.0, 35.0, 110.0, 95.0), (140.0, 40.0, 200.0, 110.0)],
+    [0.8, 0.6, 0.9],
+    [1, 3, 0],
+    ["a", "b", "c"],
+)
+
+
+def test_supervision_drawer_uses_the_same_colours_order_and_labels():
+    pytest.importorskip("supervision")  # in the dev extra; CI installs it
+    first = draw(Image.new("RGB", (240, 160), "white"), *SCENE, style="supervision")
+    second = draw(Image.new("RGB", (240, 160), "white"), *SCENE, style="supervision")
+    assert first.tobytes() == second.tobytes()
+    assert first.getpixel((140, 75)) == PALETTE[0] and first.getpixel((20, 60)) == PALETTE[1]  # class colours
+    builtin = draw(Image.new("RGB", (240, 160), "white"), *SCENE, style="dfine")
+    assert builtin.tobytes() != first.tobytes()  # really another drawer
+    tracked = draw(Image.new("RGB", (240, 160), "white"), *SCENE, track_ids=[7, 8, 9], style="supervision")
+    assert tracked.getpixel((20, 60)) == PALETTE[7]  # coloured by track
+
+
+def test_auto_prefers_supervision_and_falls_back_to_the_builtin_drawer(monkeypatch):
+    pytest.importorskip("supervision")
+    assert resolve_style("auto") == "supervision" and resolve_style("dfine") == "dfine"
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None)  # as without the extra
+    assert resolve_style("auto") == "dfine"
+    with pytest.raises(ValueError, match="unknown drawing style 'fancy'; choose one of auto, dfine, supervision"):
+        resolve_style("fancy")
+
+
+def test_supervision_style_without_the_package_says_how_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "supervision", None)  # import supervision -> ImportError
+    with pytest.raises(ImportError, match=r"pip install dfine\[supervision\]"):
+        draw(Image.new("RGB", (50, 50)), *SCENE, style="supervision")
+
+
+def test_no_box_line_crosses_a_label():
+    weak, middle, best = (20.0, 40.0, 100.0, 100.0), (30.0, 10.0, 200.0, 200.0), (250.0, 250.0, 290.0, 290.0)
+    drawn = draw_detections(
+        Image.new("RGB", (300, 300), "white"), [weak, middle, best], [0.3, 0.6, 0.9], [2, 1, 0], ["w", "m", "b"]
+    )
+    # the middle box's left edge (x = 30) runs through the weak box's label above it; the label stays whole
+    assert drawn.getpixel((30, 5 + 40 - 12)) != PALETTE[1]
+    assert drawn.getpixel((30, 150)) == PALETTE[1]  # the edge itself is drawn

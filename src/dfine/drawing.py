@@ -1,19 +1,41 @@
 """Drawing detections: class colours, label placement that keeps labels apart, and the drawer itself.
 
 Labels are placed for the most confident detection first, each at the first free spot among: above its box,
-inside its box at the top, below its box, inside at the bottom (all kept inside the image). A spot is free when
+inside its box at the top, below its box, inside at the bottom — aligned with the box's left edge, then the same
+four aligned with its right edge (all kept inside the image). A spot is free when
 it covers neither a label already placed nor the most confident detection's box; when none is, the spot that
-hides least wins, a covered label weighing more than a covered box. Boxes are then drawn lowest score first, so
-the most confident box and label end up on top.
+hides least wins, a covered label weighing more than a covered box. Boxes are then drawn lowest score first, and
+the labels after them in the same order, so the most confident box and label end up on top and no box line
+crosses a label.
+
+With the ``supervision`` extra installed, :func:`draw` prefers its annotators (``BoxAnnotator`` and
+``LabelAnnotator`` with its overlap-avoiding ``smart_position``) in the same colours; ``style="dfine"`` keeps the
+built-in drawer, ``style="supervision"`` requires the extra.
 """
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Mapping, Sequence
 
+import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-__all__ = ["PALETTE", "class_color", "draw_detections", "place_labels"]
+from .optional import import_optional
+
+__all__ = [
+    "DRAW_STYLES",
+    "PALETTE",
+    "class_color",
+    "draw",
+    "draw_detections",
+    "draw_detections_supervision",
+    "place_labels",
+    "resolve_style",
+]
+
+DRAW_STYLES = ("auto", "dfine", "supervision")  # auto: supervision's annotators when installed, else dfine's
+Trails = Mapping[int, Sequence[tuple[float, float]]]  # track id -> recent box centres (pixels)
 
 Box = tuple[float, float, float, float]  # x0, y0, x1, y1 in pixels
 
@@ -38,8 +60,8 @@ def _text_color(background: tuple[int, int, int]) -> tuple[int, int, int]:
 
 
 def _label_font(image_height: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
-    """PIL's built-in font, about 1/40 of the image height (at least 12 px) where PIL can scale it."""
-    size = max(12, round(image_height / 40))
+    """PIL's built-in font, about 1/32 of the image height (at least 12 px) where PIL can scale it."""
+    size = max(12, round(image_height / 32))
     try:
         return ImageFont.load_default(size=size)
     except TypeError:  # Pillow < 10.1: only the fixed-size bitmap font
@@ -57,6 +79,14 @@ LABEL_OVER_LABEL = 10.0  # a label hidden under another costs this much more tha
 def _covered(label: Box, others: Sequence[Box]) -> float:
     """How much of ``others`` the label rectangle covers (pixels², summed)."""
     return sum(_overlap(label, other) for other in others)
+
+
+def _clamp(spot: Box, width: int, height: int) -> Box:
+    """``spot`` moved (not resized) to lie inside a ``width x height`` image."""
+    x0, y0, x1, y1 = spot
+    dx = max(0.0, -x0) - max(0.0, x1 - width)
+    dy = max(0.0, -y0) - max(0.0, y1 - height)
+    return (x0 + dx, y0 + dy, x1 + dx, y1 + dy)
 
 
 def place_labels(
@@ -79,9 +109,9 @@ def place_labels(
     for rank, i in enumerate(order):
         x0, y0, x1, y1 = boxes[i]
         w, h = label_sizes[i]
-        left = max(0.0, min(x0, width - w))
         tops = [y0 - h, y0, y1, y1 - h]  # above, inside at the top, below, inside at the bottom
-        spots = [(left, min(max(0.0, top), height - h), left + w, min(max(0.0, top), height - h) + h) for top in tops]
+        lefts = [x0, x1 - w]  # aligned with the box's left edge, then with its right edge
+        spots = [_clamp((x, top, x + w, top + h), width, height) for x in lefts for top in tops]
         best = [boxes[order[0]]] if rank else []  # the most confident detection stays visible
 
         def cost(spot: Box, labels: Sequence[Box] = tuple(placed.values()), best: Sequence[Box] = best) -> float:
@@ -91,6 +121,23 @@ def place_labels(
     return [placed[i] for i in range(len(boxes))]
 
 
+def _line_width(image: Image.Image) -> int:
+    return max(1, round(max(image.size) / 320))
+
+
+def _draw_trails(canvas: ImageDraw.ImageDraw, trails: Trails | None, line_width: int) -> None:
+    for track, trail in (trails or {}).items():
+        if len(trail) > 1:
+            canvas.line([tuple(point) for point in trail], fill=class_color(track), width=line_width)
+
+
+def _label_texts(names: Sequence[str], scores: Sequence[float], track_ids: Sequence[int | None]) -> list[str]:
+    return [
+        f"{'' if track is None else f'#{track} '}{name} {score:.2f}"
+        for name, score, track in zip(names, scores, track_ids)
+    ]
+
+
 def draw_detections(
     image: Image.Image,
     boxes: Sequence[Box],
@@ -98,7 +145,7 @@ def draw_detections(
     labels: Sequence[int],
     names: Sequence[str],
     track_ids: Sequence[int | None] | None = None,
-    trails: Mapping[int, Sequence[tuple[float, float]]] | None = None,
+    trails: Trails | None = None,
 ) -> Image.Image:
     """``image`` (modified in place and returned) with each box and its ``"name score"`` label.
 
@@ -107,23 +154,83 @@ def draw_detections(
     """
     canvas = ImageDraw.Draw(image)
     font = _label_font(image.height)
-    line_width = max(1, round(max(image.size) / 320))
+    line_width = _line_width(image)
     track_ids = list(track_ids) if track_ids is not None else [None] * len(boxes)
     colors = [class_color(label if track is None else track) for label, track in zip(labels, track_ids)]
-    for track, trail in (trails or {}).items():
-        if len(trail) > 1:
-            canvas.line([tuple(point) for point in trail], fill=class_color(track), width=line_width)
-    texts = [
-        f"{'' if track is None else f'#{track} '}{name} {score:.2f}"
-        for name, score, track in zip(names, scores, track_ids)
-    ]
+    _draw_trails(canvas, trails, line_width)
+    texts = _label_texts(names, scores, track_ids)
     extents = [canvas.textbbox((0, 0), text, font=font) for text in texts]
     sizes = [(right - left + 4, bottom - top + 4) for left, top, right, bottom in extents]
     spots = place_labels(boxes, sizes, scores, image.size)
-    for i in sorted(range(len(boxes)), key=lambda k: scores[k]):  # lowest score first: the best ends on top
+    order = sorted(range(len(boxes)), key=lambda k: scores[k])  # lowest score first: the best ends on top
+    for i in order:
+        canvas.rectangle(tuple(boxes[i]), outline=colors[i], width=line_width)
+    for i in order:  # labels after every box, so no box line crosses a label's text
         color = colors[i]
-        canvas.rectangle(tuple(boxes[i]), outline=color, width=line_width)
         canvas.rectangle(spots[i], fill=color)
         left, top = extents[i][:2]
         canvas.text((spots[i][0] + 2 - left, spots[i][1] + 2 - top), texts[i], fill=_text_color(color), font=font)
     return image
+
+
+def draw_detections_supervision(
+    image: Image.Image,
+    boxes: Sequence[Box],
+    scores: Sequence[float],
+    labels: Sequence[int],
+    names: Sequence[str],
+    track_ids: Sequence[int | None] | None = None,
+    trails: Trails | None = None,
+) -> Image.Image:
+    """:func:`draw_detections` through supervision's ``BoxAnnotator`` and ``LabelAnnotator`` (``smart_position``
+    moves overlapping labels apart): same colours, labels, line width and draw order; returns a new image."""
+    sv = import_optional("supervision", extra="supervision", purpose="drawing with supervision's annotators")
+    track_list = list(track_ids) if track_ids is not None else [None] * len(boxes)
+    tracked = len(track_list) > 0 and all(track is not None for track in track_list)
+    order = np.argsort(np.asarray(scores, dtype=np.float64), kind="stable")  # lowest score first: the best on top
+    detections = sv.Detections(
+        xyxy=np.asarray(boxes, dtype=np.float32).reshape(-1, 4),
+        confidence=np.asarray(scores, dtype=np.float32),
+        class_id=np.asarray(labels, dtype=int),
+        tracker_id=np.asarray(track_list, dtype=int) if tracked else None,
+    )[order]
+    texts = _label_texts(names, scores, track_list)
+    palette = sv.ColorPalette([sv.Color(*rgb) for rgb in PALETTE])
+    text_palette = sv.ColorPalette([sv.Color(*_text_color(rgb)) for rgb in PALETTE])
+    lookup = sv.ColorLookup.TRACK if tracked else sv.ColorLookup.CLASS
+    line_width = _line_width(image)
+    _draw_trails(ImageDraw.Draw(image), trails, line_width)
+    boxes_drawn = sv.BoxAnnotator(color=palette, thickness=line_width, color_lookup=lookup).annotate(image, detections)
+    return sv.LabelAnnotator(
+        color=palette,
+        text_color=text_palette,
+        text_scale=sv.calculate_optimal_text_scale(image.size),
+        text_thickness=line_width,
+        text_padding=max(2, line_width * 3),
+        color_lookup=lookup,
+        smart_position=True,
+    ).annotate(boxes_drawn, detections, labels=[texts[i] for i in order])
+
+
+def resolve_style(style: str) -> str:
+    """``"dfine"`` or ``"supervision"``: ``"auto"`` is supervision when it is installed."""
+    if style not in DRAW_STYLES:
+        raise ValueError(f"unknown drawing style {style!r}; choose one of {', '.join(DRAW_STYLES)}")
+    if style == "auto":
+        return "supervision" if importlib.util.find_spec("supervision") is not None else "dfine"
+    return style
+
+
+def draw(
+    image: Image.Image,
+    boxes: Sequence[Box],
+    scores: Sequence[float],
+    labels: Sequence[int],
+    names: Sequence[str],
+    track_ids: Sequence[int | None] | None = None,
+    trails: Trails | None = None,
+    style: str = "auto",
+) -> Image.Image:
+    """The detections drawn on ``image`` by the drawer ``style`` names (:func:`resolve_style`)."""
+    drawer = draw_detections_supervision if resolve_style(style) == "supervision" else draw_detections
+    return drawer(image, boxes, scores, labels, names, track_ids, trails)

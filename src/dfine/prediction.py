@@ -18,7 +18,7 @@ from PIL import Image
 from torchvision.ops import clip_boxes_to_image
 
 from .data.images import load_image
-from .drawing import draw_detections
+from .drawing import draw
 from .optional import import_optional
 
 __all__ = ["Detection", "Prediction", "to_predictions"]
@@ -222,16 +222,21 @@ class Prediction:
             ),
         )
 
-    def draw(self, trails: Mapping[int, Sequence[tuple[float, float]]] | None = None) -> Image.Image:
+    def draw(
+        self, trails: Mapping[int, Sequence[tuple[float, float]]] | None = None, style: str = "auto"
+    ) -> Image.Image:
         """A copy of the image with each box and its ``"name score"`` label (:mod:`dfine.drawing`); tracked
-        detections are labelled ``#id`` and coloured by track, with ``trails`` (track id -> recent centres)."""
+        detections are labelled ``#id`` and coloured by track, with ``trails`` (track id -> recent centres).
+
+        ``style``: ``"auto"`` (supervision's annotators when installed, else the built-in drawer), ``"dfine"`` or
+        ``"supervision"``."""
         if self.image is not None:
             image = self.image.copy()
         elif self.source is not None:
             image = load_image(self.source)
         else:
             raise ValueError("this Prediction has neither an image nor a source file to draw on")
-        return draw_detections(
+        return draw(
             image,
             self.boxes.tolist(),
             self.scores.tolist(),
@@ -239,13 +244,14 @@ class Prediction:
             self.names,
             self._track_list(),
             trails,
+            style,
         )
 
-    def save(self, path: str | Path) -> Path:
-        """Write :meth:`draw` to ``path`` (format from the extension; folders are created)."""
+    def save(self, path: str | Path, style: str = "auto") -> Path:
+        """Write :meth:`draw` (``style`` as there) to ``path`` (format from the extension; folders are created)."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        self.draw().save(path)
+        self.draw(style=style).save(path)
         return path
 
 

@@ -10,6 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
+from dfine import DFINE
 from dfine.builders import build_model
 from dfine.cli.main import main
 from dfine.config.presets import model_config
@@ -306,6 +307,36 @@ def test_predict_folder_with_weights(capsys, tmp_path, official_n_weights):
         assert record["category_id"] == COCO_CATEGORY_IDS[record["label"]]
         assert record["image_id"] == {"tall.png": 0, "wide.jpg": 1}[name]  # sorted file order
     assert "tall.png:" in out and "wide.jpg:" in out
+
+
+def test_predict_reads_urls_and_globs_and_letterboxes(capsys, tmp_path, official_n_weights, http_folder):
+    base, served = http_folder
+    _write_images(tmp_path / "images")
+    (served / "wide.jpg").write_bytes((tmp_path / "images" / "wide.jpg").read_bytes())
+    out_dir = tmp_path / "out"
+    status, out, err = _run(
+        capsys, "predict", "--weights", str(official_n_weights), "--source", f"{base}/wide.jpg",
+        str(tmp_path / "images" / "*.png"), "--out", str(out_dir), "--conf", "0.05", "--device", "cpu",
+        "--image-size", "256", "--resize", "letterbox", "--draw-style", "dfine",
+    )  # fmt: skip
+    assert status == 0, err
+    assert sorted(p.name for p in out_dir.iterdir()) == ["image_ids.json", "predictions.json", "tall.png", "wide.jpg"]
+    records = json.loads((out_dir / "predictions.json").read_text())
+    by_file = {name: [r for r in records if r["image_file"] == name] for name in {r["image_file"] for r in records}}
+    assert set(by_file) == {f"{base}/wide.jpg", str(tmp_path / "images" / "tall.png")}
+    detector = DFINE.from_pretrained(official_n_weights, device="cpu")
+    (expected,) = detector.predict(
+        tmp_path / "images" / "wide.jpg", conf_threshold=0.05, image_size=256, resize="letterbox"
+    )
+    got = sorted(by_file[f"{base}/wide.jpg"], key=lambda r: -r["score"])
+    assert len(got) == len(expected)
+    for record, detection in zip(got, expected):  # the letterboxed boxes of the Python API, from a URL
+        x0, y0, x1, y1 = detection.box
+        assert record["bbox"] == pytest.approx([x0, y0, x1 - x0, y1 - y0], abs=0.01)
+    assert json.loads((out_dir / "image_ids.json").read_text())[f"{base}/wide.jpg"] == 0
+    status, _, err = _run(capsys, "predict", "--weights", str(official_n_weights), "--source",
+                          str(tmp_path / "images" / "*.gif"), "--out", str(out_dir))  # fmt: skip
+    _assert_one_line_error(status, err, "no files match the pattern")
 
 
 def test_predict_demo_without_weights_warns_loudly(capsys, tmp_path):

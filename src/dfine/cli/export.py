@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from ..config.presets import available_sizes
 from ..config.yaml_model import load_model_config
-from ..data.images import list_images, load_image
+from ..data.images import RESIZE_MODES, ResizeMode, list_images, load_image
 from ..deploy.backend import TorchBackend
 from ..deploy.benchmark import time_backend
 from ..deploy.onnx import OnnxRuntimeBackend, check_onnx_model, export_onnx, validate_opset
@@ -34,6 +34,7 @@ from ..deploy.runtime import BACKENDS, BackendDetector, open_backend, preprocess
 from ..deploy.tensorrt import TensorRTBackend, build_engine
 from ..deploy.verify import check_images, verify_backend
 from ..deploy.wrapper import load_deploy_model, model_from_checkpoint
+from ..drawing import DRAW_STYLES
 from ..engine.checkpoint import infer_model_size
 from ..model.dfine import DFINE as DFINEModel
 from ..model.summary import summarize
@@ -43,6 +44,7 @@ from .arguments import run_reporting_errors, score_threshold
 
 __all__ = [
     "add_backend_arguments",
+    "add_predict_output_arguments",
     "add_export_arguments",
     "add_export_commands",
     "export_onnx_main",
@@ -241,6 +243,23 @@ def add_backend_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentP
     return parser
 
 
+def add_predict_output_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """``--resize`` and ``--draw-style`` of ``dfine predict``."""
+    parser.add_argument(
+        "--resize",
+        choices=RESIZE_MODES,
+        default="squash",
+        help="squash (the official resize, default) or letterbox (aspect ratio kept, boxes mapped back)",
+    )
+    parser.add_argument(
+        "--draw-style",
+        choices=DRAW_STYLES,
+        default="auto",
+        help="drawer of the annotated copies: auto (supervision's when installed), dfine or supervision",
+    )
+    return parser
+
+
 def _run_pipeline(
     backend_name: str,
     model_file: str | Path | None,
@@ -256,6 +275,8 @@ def _run_pipeline(
     image_size: int | None = None,
     ann_file: Path | None = None,
     fix: str | None = None,
+    resize: ResizeMode = "squash",
+    draw_style: str = "auto",
 ) -> int:
     check_inputs(sources, out_dir)  # a missing or empty input fails before the (slow) model load
     if backend_name == "torch" and model_file is None:
@@ -276,6 +297,8 @@ def _run_pipeline(
         image_size=image_size,
         image_ids=image_ids,
         log=tqdm.write,  # per-file lines above the progress bar
+        resize=resize,
+        draw_style=draw_style,
     )
     what = f"{run.images} image(s)" + (f" and {run.frames} video frame(s)" if run.frames else "")
     print(f"{backend.name}: {what}, {run.detections} detections -> {run.out_dir} ({run.results_file.name})")
@@ -308,6 +331,8 @@ def run_backend_predict(args: argparse.Namespace) -> int:
             image_size=a.image_size,
             ann_file=getattr(a, "ann_file", None),
             fix=PREDICT_FIX,
+            resize=a.resize,
+            draw_style=a.draw_style,
         )
     )(args)
 

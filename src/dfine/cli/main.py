@@ -28,7 +28,7 @@ from ..model.dfine import DFINE as DFINEModel
 from ..model.summary import ModelSummary, summarize
 from ..predictor import DFINE, RandomWeightsWarning
 from .arguments import run_reporting_errors, score_threshold
-from .export import add_backend_arguments, add_export_commands, run_backend_predict
+from .export import add_backend_arguments, add_export_commands, add_predict_output_arguments, run_backend_predict
 from .track import add_track_command
 from .visualize import add_visualize_command
 
@@ -73,7 +73,9 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     predict.add_argument("--size", type=str.lower, choices=sizes, help="model size (default: inferred from --weights)")
     source = predict.add_mutually_exclusive_group(required=True)
-    source.add_argument("--source", nargs="+", help="image file(s) and/or folder(s) of images")
+    source.add_argument(
+        "--source", nargs="+", help="image/video files, folders, glob patterns ('shots/*.jpg') and image URLs"
+    )
     source.add_argument("--demo", action="store_true", help="run on a generated image (no download)")
     predict.add_argument("--out", type=Path, required=True, help="output folder")
     predict.add_argument("--conf", type=score_threshold, default=0.25, help="score threshold (default 0.25)")
@@ -86,6 +88,7 @@ def _build_parser() -> argparse.ArgumentParser:
         "--ann-file", type=Path, help="COCO annotations of the images: predictions.json then uses their image ids"
     )
     add_backend_arguments(predict)
+    add_predict_output_arguments(predict)
     predict.set_defaults(run=_run_predict)
 
     train = add_train_arguments(commands.add_parser("train", help="train (the official train.py command line)"))
@@ -183,10 +186,12 @@ def _run_predict(args: argparse.Namespace) -> int:
     if args.backend != "torch":
         raise ValueError("--demo runs with --backend torch; pass --source IMAGES for other backends")
     detector = _load_detector(args)
-    (prediction,) = detector.predict(_demo_image(), conf_threshold=args.conf, image_size=args.image_size)
+    (prediction,) = detector.predict(
+        _demo_image(), conf_threshold=args.conf, image_size=args.image_size, resize=args.resize
+    )
     out_dir = args.out.resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
-    annotated = prediction.save(out_dir / _DEMO_NAME)
+    annotated = prediction.save(out_dir / _DEMO_NAME, style=args.draw_style)
     records = prediction.to_coco(0, image_file=_DEMO_NAME)
     (out_dir / "predictions.json").write_text(json.dumps(records, indent=1))
     print(f"{_DEMO_NAME}: {len(prediction)} detections -> {annotated}")

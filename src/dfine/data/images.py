@@ -53,6 +53,9 @@ __all__ = [
     "ResizeMode",
     "check_channels",
     "check_resize",
+    "glob_files",
+    "is_glob",
+    "is_url",
     "letterbox_geometry",
     "letterbox_image",
     "letterbox_boxes_to_image",
@@ -149,14 +152,14 @@ def expand_sources(source: ImageInput | Sequence[ImageInput]) -> list[ImageInput
         if not items:
             raise ValueError("no images given: the source list is empty")
         return items
-    if isinstance(source, str) and source.lower().startswith(_URL_PREFIXES):
+    if is_url(source):
         return [read_url_image(source)]
     if isinstance(source, (str, Path)):
         path = Path(source)
         if path.is_dir():
             return list(list_images(path))
-        if isinstance(source, str) and not path.exists() and _GLOB_CHARS.search(source):
-            return _glob_files(source)
+        if is_glob(source):
+            return glob_files(source)
         if not path.exists():
             raise FileNotFoundError(f"image not found: {path}")
         return [path]
@@ -165,7 +168,17 @@ def expand_sources(source: ImageInput | Sequence[ImageInput]) -> list[ImageInput
     return [source]
 
 
-def _glob_files(pattern: str) -> list[Path]:
+def is_url(source: object) -> bool:
+    """An ``http(s)://`` address (of an image to download)."""
+    return isinstance(source, str) and source.lower().startswith(_URL_PREFIXES)
+
+
+def is_glob(source: object) -> bool:
+    """A string with wildcards (``*``, ``?``, ``[``) that is not itself an existing path."""
+    return isinstance(source, str) and bool(_GLOB_CHARS.search(source)) and not Path(source).exists()
+
+
+def glob_files(pattern: str) -> list[Path]:
     """The files ``pattern`` matches, sorted by path."""
     files = sorted(Path(match) for match in glob.glob(pattern, recursive=True) if Path(match).is_file())
     if not files:

@@ -1,7 +1,8 @@
 """Run a detector over images, folders and videos; write annotated copies and COCO-style JSON.
 
-Used by ``dfine predict`` and the ``tools/inference/*_inf.py`` scripts, whatever the backend.
-Output folder layout::
+Used by ``dfine predict`` and the ``tools/inference/*_inf.py`` scripts, whatever the backend. Inputs are image
+and video files, folders of them, glob patterns (``"shots/**/*.jpg"``) and ``http(s)`` image URLs (downloaded
+into memory as they are reached; the annotated copy takes the URL's file name). Output folder layout::
 
     OUT/<image name>          annotated copy of each image (names made unique)
     OUT/<video stem>.mp4      annotated copy of each video
@@ -17,13 +18,24 @@ checkpoint's category map; COCO's ids for the 80 COCO classes of the official mo
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator, Mapping, Sequence
+import urllib.parse
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from PIL import Image
 from tqdm import tqdm
 
-from ..data.images import IMAGE_EXTENSIONS
+from ..data.images import (
+    IMAGE_EXTENSIONS,
+    ResizeMode,
+    check_resize,
+    glob_files,
+    is_glob,
+    is_url,
+    read_url_image,
+)
+from ..drawing import resolve_style
 from .runtime import BackendDetector
 from .video import VIDEO_EXTENSIONS, VideoReader, VideoWriter, is_video
 
@@ -40,14 +52,17 @@ RESULTS_FILE = "predictions.json"
 IMAGE_IDS_FILE = "image_ids.json"
 
 
-def check_inputs(sources: Sequence[str | Path], out_dir: str | Path) -> tuple[list[Path], list[Path]]:
+ImageSource = Path | str  # an image file, or the http(s) URL of one
+
+
+def check_inputs(sources: Sequence[str | Path], out_dir: str | Path) -> tuple[list[ImageSource], list[Path]]:
     """:func:`collect_sources`, refusing an output folder that holds an input (it would be overwritten)."""
     image_files, video_files = collect_sources(sources)
     out_dir = Path(out_dir).resolve()
     if out_dir.exists() and not out_dir.is_dir():
         raise ValueError(f"the output folder {out_dir} is a file; choose a folder for the results (--out)")
     for path in (*image_files, *video_files):
-        if path.resolve().parent == out_dir:
+        if isinstance(path, Path) and path.resolve().parent == out_dir:
             raise ValueError(f"the output folder {out_dir} holds the input {path}; choose another output folder")
     return image_files, video_files
 
@@ -95,19 +110,27 @@ class InferenceRun:
         return self.out_dir / RESULTS_FILE
 
 
-def collect_sources(sources: Sequence[str | Path]) -> tuple[list[Path], list[Path]]:
-    """Split files and folders into (images, videos); a folder gives its image and video files, sorted.
+def collect_sources(sources: Sequence[str | Path]) -> tuple[list[ImageSource], list[Path]]:
+    """Split files, folders, glob patterns and image URLs into (images, videos); a folder gives its image and video
+    files, sorted, and a pattern the files it matches, sorted (URLs stay strings, downloaded when reached).
 
     Raises:
-        FileNotFoundError: a path that does not exist.
+        FileNotFoundError: a path that does not exist, or a pattern that matches no file.
         ValueError: a file that is neither an image nor a video, or a folder with neither.
     """
-    images: list[Path] = []
+    images: list[ImageSource] = []
     videos: list[Path] = []
     known = (*IMAGE_EXTENSIONS, *VIDEO_EXTENSIONS)
     for source in sources:
+        if is_url(source):
+            images.append(str(source))
+            continue
         path = Path(source)
-        if path.is_dir():
+        if is_glob(source):
+            files = [file for file in glob_files(str(source)) if file.suffix.lower() in known]
+            if not files:
+                raise ValueError(f"the pattern {source!r} matches no images or videos (looked for {', '.join(known)})")
+        elif path.is_dir():
             files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in known)
             if not files:
                 raise ValueError(f"no images or videos found in {path} (looked for {', '.join(known)})")
@@ -133,6 +156,21 @@ def unique_path(out_dir: Path, name: str, taken: set[str]) -> Path:
     return out_dir / name
 
 
+def source_file_name(source: ImageSource) -> str:
+    """The file name of an image file or URL (a URL without one is ``image.jpg``; one without an image extension
+    gets ``.jpg``, the annotated copy's format)."""
+    if isinstance(source, Path):
+        return source.name
+    name = Path(urllib.parse.urlparse(source).path).name or "image.jpg"
+    return name if Path(name).suffix.lower() in IMAGE_EXTENSIONS else f"{name}.jpg"
+
+
+def _images(sources: Iterable[ImageSource]) -> Iterator[Path | Image.Image]:
+    """Files as they are; URLs downloaded one at a time, as the detector reaches them."""
+    for source in sources:
+        yield read_url_image(source) if isinstance(source, str) else source
+
+
 def _frames(reader: VideoReader, bar: tqdm) -> Iterator:
     for frame in reader:
         bar.update(1)
@@ -150,6 +188,8 @@ def run_inference(
     image_ids: Mapping[str, int] | None = None,
     progress: bool = True,
     log: Callable[[str], None] = print,
+    resize: ResizeMode = "squash",
+    draw_style: str = "auto",
 ) -> InferenceRun:
     """Detect objects in images, folders and videos; write annotated copies and ``predictions.json``.
 
@@ -165,11 +205,15 @@ def run_inference(
             numbering to ``image_ids.json``.
         progress: show progress bars (stderr).
         log: where the per-file lines go.
+        resize: ``"squash"`` (the official resize) or ``"letterbox"`` (aspect kept, boxes mapped back).
+        draw_style: the drawer of the annotated copies (:func:`dfine.drawing.resolve_style`).
     """
     image_files, video_files = check_inputs(sources, out_dir)
+    check_resize(resize)
+    resolve_style(draw_style)
     out_dir = Path(out_dir).resolve()
     if image_ids is not None:
-        unknown = [path.name for path in image_files if path.name not in image_ids]
+        unknown = [name for name in map(source_file_name, image_files) if name not in image_ids]
         if unknown or video_files:
             what = f"{unknown[0]} is not in the annotation file" if unknown else "videos have no annotation ids"
             raise ValueError(f"--ann-file: {what}; pass only the images it lists, or drop --ann-file")
@@ -179,14 +223,15 @@ def run_inference(
     numbering: dict[str, int] = {}
     taken: set[str] = set()
     with tqdm(total=len(image_files), unit="img", desc="images", disable=not progress or not image_files) as bar:
-        predictions = detector.iter_predict(image_files, conf_threshold, batch_size, image_size)
-        for index, prediction in enumerate(predictions):
-            image_id = image_ids[prediction.source.name] if image_ids is not None else index
-            numbering[str(prediction.source)] = image_id
-            annotated = prediction.save(unique_path(out_dir, prediction.source.name, taken))
+        predictions = detector.iter_predict(_images(image_files), conf_threshold, batch_size, image_size, resize=resize)
+        for index, (source, prediction) in enumerate(zip(image_files, predictions)):
+            name = source_file_name(source)
+            image_id = image_ids[name] if image_ids is not None else index
+            numbering[str(source)] = image_id
+            annotated = prediction.save(unique_path(out_dir, name, taken), style=draw_style)
             run.outputs.append(annotated)
-            log(f"{prediction.source}: {len(prediction)} detections -> {annotated}")
-            records.extend(prediction.to_coco(image_id, image_file=str(prediction.source)))
+            log(f"{source}: {len(prediction)} detections -> {annotated}")
+            records.extend(prediction.to_coco(image_id, image_file=str(source)))
             run.images += 1
             bar.update(1)
     for video in video_files:
@@ -198,9 +243,10 @@ def run_inference(
                 VideoWriter(target, reader.fps, reader.size) as writer,
                 tqdm(total=total, unit="frame", desc=video.name, disable=not progress) as bar,
             ):
-                predictions = detector.iter_predict(_frames(reader, bar), conf_threshold, batch_size, image_size)
+                frames = _frames(reader, bar)
+                predictions = detector.iter_predict(frames, conf_threshold, batch_size, image_size, resize=resize)
                 for frame_index, prediction in enumerate(predictions):
-                    writer.write(prediction.draw())
+                    writer.write(prediction.draw(style=draw_style))
                     image_id = run.images + run.frames
                     numbering[f"{video}#{frame_index}"] = image_id
                     records.extend(prediction.to_coco(image_id, video_file=str(video), frame=frame_index))

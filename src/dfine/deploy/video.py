@@ -2,7 +2,8 @@
 
 Frames come out as 8-bit RGB PIL images (OpenCV decodes to BGR), so videos go through the same
 pre-processing as image files; annotated frames are written as an MP4 (``mp4v``) at the source's
-frame rate.
+frame rate. A phone video's rotation (the MP4 display matrix) is applied by OpenCV's FFmpeg reader, and the reader's
+``size`` is that of the upright frames.
 """
 
 from __future__ import annotations
@@ -129,6 +130,12 @@ class VideoWriter:
         self._cv2 = cv2
 
     def write(self, frame: Image.Image) -> None:
+        """Append one frame; it must have the writer's ``size`` (OpenCV would drop it without a word)."""
+        if frame.size != self.size:
+            raise ValueError(
+                f"{self.path}: frame of {frame.size[0]}x{frame.size[1]} for a {self.size[0]}x{self.size[1]} video; "
+                "resize frames to the size the writer was opened with"
+            )
         self._writer.write(self._cv2.cvtColor(np.asarray(frame.convert("RGB")), self._cv2.COLOR_RGB2BGR))
 
     def close(self) -> None:
