@@ -29,8 +29,8 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, Subset
 
-from dfine.data.coco import CocoDetection
 from dfine.data.collate import BatchImageCollateFunction
+from dfine.data.layout import dataset_from_folder
 from dfine.data.schedule import AugmentationSchedule
 from dfine.data.synthetic import SynthConfig, generate_synthetic_dataset
 from dfine.data.transforms import op_name, train_transforms
@@ -39,7 +39,7 @@ STOP_EPOCH = 1  # any epoch: the loader runs epoch 0 (all on) and STOP_EPOCH (st
 
 
 def _dataset(root: Path, schedule: AugmentationSchedule, images: int) -> Subset:
-    ds = CocoDetection.from_folder(root, "train", train_transforms(schedule=schedule))
+    ds = dataset_from_folder(root, "train", train_transforms(schedule=schedule))
     return Subset(ds, range(min(images, len(ds))))
 
 
@@ -66,7 +66,7 @@ def loader_throughput(root: Path, images: int, batch_size: int, workers: int, ep
 def per_op_cost(root: Path, images: int, batch_size: int) -> dict[str, float]:
     """Milliseconds per image of loading, each pipeline op (in order) and the collate."""
     pipeline = train_transforms()
-    ds = CocoDetection.from_folder(root, "train")
+    ds = dataset_from_folder(root, "train")
     collate = BatchImageCollateFunction()
     totals: dict[str, float] = defaultdict(float)
     names = [f"{i}. {op_name(op)}" for i, op in enumerate(pipeline.transforms, start=1)]

@@ -14,6 +14,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -31,6 +32,9 @@ from .model.postprocess import PostProcessor
 from .model_info import ModelInfo, RandomWeightsWarning, default_class_names, resolve_device
 from .prediction import Prediction, to_predictions
 from .tracking import Tracker, track
+
+if TYPE_CHECKING:
+    from .engine.recipe_run import TrainResult
 
 __all__ = [
     "DFINE",
@@ -242,9 +246,172 @@ class DFINE:
             predictions = self.predict(source, conf_threshold, image_size=image_size, batch_size=1, stream=True)
         return track(predictions, state)
 
+    # ------------------------------------------------------------------ training, evaluation, export
+
+    def _has_weights(self) -> bool:
+        return self.info.source not in ("random weights", "a model built in code")
+
+    def _train_layout_checkpoint(self, folder: Path, name: str) -> Path:
+        """This detector's weights in train layout, as ``folder / name`` (for ``-t`` / ``-r`` style use)."""
+        model, info = load_model(self.info.source)
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / name
+        torch.save({"model": model.state_dict(), "dfine": {"class_names": list(self.class_names)}}, path)
+        return path
+
+    def _adopt(self, checkpoint: Path) -> None:
+        """Become the detector of ``checkpoint`` (after training), on the same device."""
+        trained = DFINE.from_pretrained(checkpoint, device=self.device)
+        self.info, self.model, self._detector = trained.info, trained.model, trained._detector
+
+    def train(
+        self,
+        data: str | Path,
+        *,
+        epochs: int | None = None,
+        image_size: int | None = None,
+        batch_size: int = 8,
+        device: str | None = None,
+        output_dir: str | Path | None = None,
+        resume: bool = False,
+        seed: int = 0,
+        workers: int = 2,
+        **overrides: Any,
+    ) -> TrainResult:
+        """Fine-tune on a dataset: a folder (COCO README layout, a Roboflow COCO export, YOLO ``data.yaml``, Pascal
+        VOC), a YOLO data YAML or a COCO json. Afterwards this detector holds the best weights.
+
+        Args:
+            data: the dataset; its layout is detected and printed, class names come from it.
+            epochs: training epochs; None: the recipe's, from the dataset size (:mod:`dfine.config.recipe`).
+            image_size: square input side, a multiple of 32; None: the model's (640 for the official weights).
+            batch_size: images per optimizer step; the learning rate is scaled for it.
+            device: ``cpu``, ``cuda``, ``cuda:N``; None: CUDA when available.
+            output_dir: the run folder; None: ``runs/train/<dataset name>`` (``_2``, ``_3``... when taken).
+            resume: continue the run in ``output_dir`` from its ``last.pth``.
+            seed: random seed (same seed, same run).
+            workers: data-loading processes.
+            overrides: official config keys over the recipe's, deep-merged (``use_amp=False``,
+                ``HGNetv2={"pretrained": False}``, ``print_freq=10``).
+
+        Starting weights: this detector's own (class heads mapped by class name, as ``train.py -t`` does), or for a
+        model built from a bare size the ImageNet backbone (downloaded once into the cache).
+        """
+        from .engine.recipe_run import prepare_run, train_on_data
+        from .engine.setup import RunOptions
+
+        size = self.info.size
+        if size is None:
+            raise ValueError("train(data=...) needs a preset size (n, s, m, l, x); train other models with train.py -c")
+        run_dir = _run_folder(data, output_dir, resume)
+        start = (
+            None if resume or not self._has_weights() else self._train_layout_checkpoint(run_dir, "start_weights.pth")
+        )
+        config, splits, recipe, _ = prepare_run(
+            data,
+            size=size,
+            output_dir=run_dir,
+            epochs=epochs,
+            image_size=image_size or self.input_size,
+            batch_size=batch_size,
+            pretrained_backbone=start is None and not resume,
+            num_workers=workers,
+            overrides=overrides,
+        )
+        last = run_dir / "last.pth"
+        if resume and not last.is_file():
+            raise FileNotFoundError(f"cannot resume: {last} does not exist; train without resume=True first")
+        options = RunOptions(
+            resume=str(last) if resume else None,
+            tuning=str(start) if start else None,
+            device=device or str(self.device),
+            seed=seed,
+        )
+        result = train_on_data(config, splits, recipe, options)
+        self._adopt(result.best_checkpoint or result.last_checkpoint)
+        self._data = Path(data)
+        return result
+
+    def val(self, data: str | Path | None = None, *, batch_size: int = 8, output_dir: str | Path | None = None):
+        """COCO metrics (``AP``, ``AP50``, ... and ``per_class_ap``) of this detector on ``data``'s validation split
+        (default: the data of the last :meth:`train`); the report (curves, confusion matrix, detections) goes to
+        ``output_dir`` (default: ``runs/val/<dataset name>``)."""
+        from .engine.recipe_run import evaluate_on_data, prepare_run
+        from .engine.setup import RunOptions
+
+        data = data if data is not None else getattr(self, "_data", None)
+        if data is None:
+            raise ValueError("val() needs data=: a dataset folder, a YOLO data.yaml or a COCO json")
+        if not self._has_weights() or self.info.size is None:
+            raise ValueError("val() scores trained weights: load them with DFINE.from_pretrained(...) first")
+        run_dir = _run_folder(data, output_dir, False, kind="val")
+        config, _, _, classes = prepare_run(
+            data,
+            size=self.info.size,
+            output_dir=run_dir,
+            epochs=1,
+            image_size=self.input_size,
+            batch_size=batch_size,
+            pretrained_backbone=False,
+            overrides=_model_overrides(self.info),
+        )
+        if classes.class_names != tuple(self.class_names):
+            raise ValueError(
+                f"{data}: its classes ({', '.join(classes.class_names[:5])}...) are not this detector's "
+                f"({', '.join(self.class_names[:5])}...); evaluate a detector trained on this data"
+            )
+        checkpoint = self._train_layout_checkpoint(run_dir, "evaluated_weights.pth")
+        return evaluate_on_data(config, checkpoint, RunOptions(device=str(self.device), output_dir=str(run_dir)))
+
+    def export(self, format: str = "onnx", path: str | Path | None = None, **options: Any) -> Path:
+        """Write this detector as ``onnx`` (onnxruntime), ``openvino`` (IR built from the ONNX file) or ``hf``
+        (a Hugging Face folder); returns the file (folder for ``hf``). ``options`` go to
+        :func:`dfine.deploy.export_onnx` (``opset``, ``batch_size``...); class names and input size travel along."""
+        from .deploy.onnx import export_onnx
+        from .deploy.openvino import export_openvino
+
+        if format not in ("onnx", "openvino", "hf"):
+            raise ValueError(f"unknown export format {format!r}; choose onnx, openvino or hf")
+        base = Path(path) if path is not None else Path(f"dfine_{self.info.size or 'model'}")
+        if format == "hf":
+            from .hub.hf import save_hf_checkpoint
+
+            if not self._has_weights():
+                raise ValueError("export(format='hf') writes trained weights: load them with from_pretrained first")
+            model, info = load_model(self.info.source)
+            return save_hf_checkpoint(model, info.class_names, base.with_suffix(""))
+        backend = self._detector.backend
+        onnx_file = export_onnx(backend.model, base.with_suffix(".onnx"), backend.metadata, **options).path
+        if format == "onnx":
+            return onnx_file
+        return export_openvino(onnx_file, base.with_suffix(".xml"), backend.metadata)
+
     def __repr__(self) -> str:
         size = f"D-FINE-{self.info.size.upper()}" if self.info.size else "D-FINE"
         return (
             f"DFINE({size}, {self.num_classes} classes, {self.input_size}px, device={self.device}, "
             f"weights={self.info.source})"
         )
+
+
+def _run_folder(data: str | Path, output_dir: str | Path | None, resume: bool, kind: str = "train") -> Path:
+    """The run folder: ``output_dir``, else ``runs/<kind>/<dataset name>`` with ``_2``, ``_3``... when taken."""
+    if output_dir is not None:
+        return Path(output_dir)
+    if resume:
+        raise ValueError("resume=True continues a run: pass its output_dir")
+    name = Path(data).stem if Path(data).is_file() else Path(data).resolve().name
+    folder, counter = Path("runs") / kind / name, 1
+    while folder.exists():
+        counter += 1
+        folder = Path("runs") / kind / f"{name}_{counter}"
+    return folder
+
+
+def _model_overrides(info: ModelInfo) -> dict[str, Any]:
+    """Config sections that rebuild ``info``'s model exactly (queries and denoising as trained)."""
+    decoder = info.config.decoder
+    return {
+        "DFINETransformer": {"num_queries": decoder.num_queries, "num_denoising": decoder.num_denoising},
+        "DFINEPostProcessor": {"num_top_queries": info.num_top_queries},
+    }

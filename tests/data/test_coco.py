@@ -9,8 +9,9 @@ import pytest
 import torch
 from torchvision import tv_tensors
 
-from dfine.data.coco import CategoryMap, CocoDetection, detect_layout
+from dfine.data.coco import CategoryMap, CocoDetection
 from dfine.data.coco_classes import COCO_CATEGORY_IDS, COCO_CLASS_NAMES
+from dfine.data.layout import dataset_from_folder, detect_layout
 from dfine.data.transforms import train_transforms, val_transforms
 
 from .coco_helpers import ann, cats, write_image
@@ -197,7 +198,7 @@ def test_from_folder_recognises_the_readme_coco_layout(tmp_path):
         (tmp_path / "annotations" / f"instances_{split}.json").write_text(json.dumps(data))
     layout = detect_layout(tmp_path, "val")
     assert layout.kind == "coco" and layout.img_folder == tmp_path / "images" / "val"
-    ds = CocoDetection.from_folder(tmp_path, "train")
+    ds = dataset_from_folder(tmp_path, "train")
     assert len(ds) == 1 and ds.class_names == ["thing"]
 
 

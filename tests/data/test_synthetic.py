@@ -8,7 +8,7 @@ import warnings
 import numpy as np
 import pytest
 
-from dfine.data.coco import CocoDetection
+from dfine.data.layout import dataset_from_folder
 from dfine.data.synthetic import SHAPE_CLASSES, SynthConfig, generate_synthetic_dataset, render_image
 
 TINY = SynthConfig(num_train=12, num_val=4, image_size=96, max_objects=5, empty_fraction=0.1)
@@ -41,7 +41,7 @@ def test_layout_and_coco_contents(tmp_path):
             assert 0 < a["area"] <= w * h + 1e-6  # shape area, within its box
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a clean set: no problem reported
-        ds = CocoDetection.from_folder(tmp_path, "train", image_check="decode")
+        ds = dataset_from_folder(tmp_path, "train", image_check="decode")
     assert ds.num_classes == 5 and len(ds) == 12
 
 

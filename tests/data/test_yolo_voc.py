@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dfine.data.coco import CocoDetection, detect_layout
+from dfine.data.layout import dataset_from_folder, detect_layout
 from dfine.data.voc import voc_split_to_coco
 from dfine.data.yolo import label_path, yolo_split_to_coco
 
@@ -54,10 +54,10 @@ def test_yolo_folder_is_a_dataset_with_names_and_valid_alias(tmp_path):
     _yolo_tree(tmp_path, names_yaml="names: {0: cat, 1: dog, 2: bird}")
     assert detect_layout(tmp_path, "val").kind == "yolo"
     with pytest.warns(UserWarning, match="bad_label_line: 2"):
-        train = CocoDetection.from_folder(tmp_path, "train")
+        train = dataset_from_folder(tmp_path, "train")
     assert len(train) == 3 and train.class_names == ["cat", "dog", "bird"] and train.category_ids == [0, 1, 2]
     assert train[2][1]["labels"].numel() == 0  # negative kept
-    val = CocoDetection.from_folder(tmp_path, "val", category_map=train.category_map)  # yaml says "valid"
+    val = dataset_from_folder(tmp_path, "val", category_map=train.category_map)  # yaml says "valid"
     assert len(val) == 1
     assert label_path(tmp_path / "images" / "train" / "a.jpg") == tmp_path / "labels" / "train" / "a.txt"
 
@@ -116,7 +116,7 @@ def test_voc_folder_is_a_dataset(tmp_path):
     _voc_tree(tmp_path)
     assert detect_layout(tmp_path, "train").kind == "voc"
     with pytest.warns(UserWarning, match="bad_label_line"):
-        ds = CocoDetection.from_folder(tmp_path, "train")
+        ds = dataset_from_folder(tmp_path, "train")
     _, target = ds[0]
     assert target["labels"].tolist() == [1]  # the difficult cat is a crowd region: not a target
     torch.testing.assert_close(target["boxes"].as_subclass(torch.Tensor), torch.tensor([[10.0, 5.0, 30.0, 25.0]]))

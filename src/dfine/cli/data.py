@@ -17,8 +17,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..data.check import DatasetReport, scan_coco
-from ..data.coco import DatasetLayout, detect_layout, read_coco_json
-from ..data.images import IMAGE_EXTENSIONS
+from ..data.coco import read_coco_json
+from ..data.layout import detect_layout, guess_img_folder
+from ..data.split import DatasetLayout
 from ..data.synthetic import SHAPE_CLASSES, SynthConfig, generate_synthetic_dataset
 from ..data.voc import voc_class_names, voc_split_to_coco
 from ..data.yolo import read_data_yaml, yolo_split_to_coco
@@ -112,19 +113,9 @@ def run_synth(args: argparse.Namespace) -> int:
 # -- check ---------------------------------------------------------------------------------------
 
 
-def _guess_img_folder(ann_file: Path) -> Path:
-    """``x/annotations/instances_train.json`` -> ``x/images/train`` or ``x/train``; else the json's folder."""
-    split = ann_file.stem.removeprefix("instances_")
-    root = ann_file.parent.parent if ann_file.parent.name == "annotations" else ann_file.parent
-    for candidate in (root / "images" / split, root / split, root / "images", ann_file.parent):
-        if candidate.is_dir() and any(p.suffix.lower() in IMAGE_EXTENSIONS for p in candidate.iterdir()):
-            return candidate
-    raise FileNotFoundError(f"cannot guess the image folder of {ann_file}; pass --img-folder")
-
-
 def _layouts(args: argparse.Namespace) -> list[tuple[str, DatasetLayout]]:
     if args.dataset.is_file():
-        folder = args.img_folder or _guess_img_folder(args.dataset)
+        folder = args.img_folder or guess_img_folder(args.dataset)
         return [(args.dataset.name, DatasetLayout("coco", folder, args.dataset))]
     splits = args.split or DEFAULT_SPLITS
     found = []

@@ -15,6 +15,7 @@ import json
 import sys
 import warnings
 from collections.abc import Sequence
+from importlib.metadata import version
 from pathlib import Path
 from typing import NoReturn
 
@@ -52,6 +53,7 @@ def _build_parser() -> argparse.ArgumentParser:
     from .train import add_train_arguments, run_train
 
     parser = _Parser(prog="dfine", description="D-FINE real-time object detector.")
+    parser.add_argument("--version", action="version", version=f"dfine {version('dfine')}")
     commands = parser.add_subparsers(
         dest="command", required=True, metavar="{info,predict,track,train,val,data,export,visualize}"
     )
@@ -91,9 +93,13 @@ def _build_parser() -> argparse.ArgumentParser:
     add_predict_output_arguments(predict)
     predict.set_defaults(run=_run_predict)
 
-    train = add_train_arguments(commands.add_parser("train", help="train (the official train.py command line)"))
+    train = add_train_arguments(
+        commands.add_parser("train", help="train: -c CONFIG (as train.py), or --data DATASET --model W"), data=True
+    )
     train.set_defaults(run=lambda args: run_train(args))
-    val = add_train_arguments(commands.add_parser("val", help="evaluate a checkpoint: -c CONFIG -r CKPT"))
+    val = add_train_arguments(
+        commands.add_parser("val", help="evaluate: -c CONFIG -r CKPT, or --data DATASET --weights CKPT"), data=True
+    )
     val.set_defaults(run=lambda args: run_train(args, test_only=True))
     add_data_commands(commands)
     add_export_commands(commands)

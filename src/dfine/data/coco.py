@@ -41,8 +41,6 @@ from .transforms import DetectionCompose
 __all__ = [
     "CategoryMap",
     "CocoDetection",
-    "DatasetLayout",
-    "detect_layout",
     "read_coco_json",
 ]
 
@@ -418,77 +416,3 @@ class CocoDetection(Dataset):
             f"{type(self).__name__}(img_folder={str(self.img_folder)!r}, ann_file={self.source!r}, "
             f"images={len(self)}, classes={self.num_classes}, transforms={self.transforms!r})"
         )
-
-    @classmethod
-    def from_folder(
-        cls,
-        root: str | Path,
-        split: str = "train",
-        transforms: Callable[..., Any] | None = None,
-        **kwargs: Any,
-    ) -> CocoDetection:
-        """A dataset from a folder in COCO (json), YOLO (txt + data.yaml) or Pascal VOC (xml) layout,
-        recognised by :func:`detect_layout`, with no conversion step."""
-        layout = detect_layout(root, split)
-        return cls(layout.img_folder, layout.annotations, transforms, prior_issues=layout.issues, **kwargs)
-
-
-@dataclass(frozen=True)
-class DatasetLayout:
-    """Where a split of a dataset folder is: its image folder and its COCO annotations (file or dict)."""
-
-    kind: str  # "coco", "yolo" or "voc"
-    img_folder: Path
-    annotations: Path | dict[str, Any]
-    issues: tuple[Issue, ...] = ()
-
-
-_YOLO_YAML_NAMES = ("data.yaml", "data.yml", "dataset.yaml", "dataset.yml")
-
-
-def _coco_candidates(root: Path, split: str) -> list[tuple[Path, Path]]:
-    """(annotation file, image folder) pairs tried, in order, for a COCO-layout folder."""
-    ann_dir = root / "annotations"
-    return [
-        (ann_dir / f"instances_{split}.json", root / "images" / split),
-        (ann_dir / f"instances_{split}.json", root / split),
-        (ann_dir / f"instances_{split}2017.json", root / f"{split}2017"),
-        (ann_dir / f"{split}.json", root / "images" / split),
-        (ann_dir / f"{split}.json", root / split),
-        (root / split / "_annotations.coco.json", root / split),  # Roboflow export
-        (root / f"{split}.json", root / "images" / split),
-        (root / f"{split}.json", root / split),
-    ]
-
-
-def detect_layout(root: str | Path, split: str = "train") -> DatasetLayout:
-    """Recognise a dataset folder's layout and locate ``split``.
-
-    * YOLO: a ``data.yaml`` (``train:`` / ``val:`` image folders, ``names:``) at the top.
-    * Pascal VOC: ``Annotations/`` (xml) and ``JPEGImages/``; splits from ``ImageSets/Main/{split}.txt``.
-    * COCO: ``annotations/instances_{split}.json`` with ``images/{split}/`` (the README layout), or
-      ``{split}/_annotations.coco.json``, ``{split}.json`` and a few other common placements.
-
-    Raises:
-        FileNotFoundError: ``root`` is not a folder, or nothing for ``split`` was found (the message
-            lists what was looked for).
-    """
-    root = Path(root)
-    if not root.is_dir():
-        raise FileNotFoundError(f"dataset folder not found: {root}")
-    from . import voc, yolo  # here, not at the top: both import DatasetLayout from this module
-
-    for name in _YOLO_YAML_NAMES:
-        if (root / name).is_file():
-            return yolo.yolo_split_to_coco(root / name, split)
-    if (root / "Annotations").is_dir() and (root / "JPEGImages").is_dir():
-        return voc.voc_split_to_coco(root, split)
-    tried = _coco_candidates(root, split)
-    for ann, images in tried:
-        if ann.is_file() and images.is_dir():
-            return DatasetLayout("coco", images, ann)
-    listing = "\n".join(f"  {a.relative_to(root)} + {i.relative_to(root)}/" for a, i in tried)
-    raise FileNotFoundError(
-        f"{root}: no '{split}' split found. Looked for a YOLO {' / '.join(_YOLO_YAML_NAMES)}, a VOC "
-        f"Annotations/ + JPEGImages/ pair, or COCO json + image folder as one of:\n{listing}"
-    )

@@ -5,7 +5,7 @@ Training can be shown and tested without a download: ``dfine data synth --out DI
     DIR/images/train/000000.jpg ...    DIR/annotations/instances_train.json
     DIR/images/val/000000.jpg ...      DIR/annotations/instances_val.json
 
-(the README's custom-dataset layout, so ``CocoDetection.from_folder(DIR, "train")`` reads it).
+(the README's custom-dataset layout, so ``dfine.data.layout.dataset_from_folder(DIR, "train")`` reads it).
 
 The set is meant to be learnable in minutes on a CPU: a few clearly distinct shape classes
 (circle, square, triangle, star, cross) in saturated colours on darker, desaturated backgrounds

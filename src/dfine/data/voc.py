@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from .check import Issue, probe_image
-from .coco import DatasetLayout
+from .split import DatasetLayout
 
 __all__ = ["voc_class_names", "voc_split_to_coco"]
 
@@ -141,4 +141,4 @@ def voc_split_to_coco(
         "annotations": annotations,
         "categories": [{"id": i, "name": n} for n, i in category_of.items()],
     }
-    return DatasetLayout("voc", root, data, tuple(issues))
+    return DatasetLayout("voc", root, data, tuple(issues), split=split)

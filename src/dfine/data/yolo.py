@@ -20,13 +20,10 @@ from typing import Any
 import yaml
 
 from .check import Issue, probe_image
-from .coco import DatasetLayout
 from .images import IMAGE_EXTENSIONS
+from .split import DatasetLayout, split_names
 
 __all__ = ["read_data_yaml", "yolo_split_to_coco"]
-
-# Split names also accepted for "val" and "train" (Roboflow and other exporters).
-_SPLIT_ALIASES = {"val": ("val", "valid", "validation"), "train": ("train",), "test": ("test",)}
 
 
 def read_data_yaml(path: str | Path) -> tuple[Path, dict[str, Any], dict[int, str]]:
@@ -60,11 +57,12 @@ def read_data_yaml(path: str | Path) -> tuple[Path, dict[str, Any], dict[int, st
     return root, cfg, names
 
 
-def _split_entry(cfg: dict[str, Any], split: str, source: Path) -> list[str]:
-    for key in _SPLIT_ALIASES.get(split, (split,)):
+def _split_entry(cfg: dict[str, Any], split: str, source: Path) -> tuple[str, list[str]]:
+    """The yaml key naming ``split`` (``val`` may be ``valid``...) and its folder or list entries."""
+    for key in split_names(split):
         if cfg.get(key):
             value = cfg[key]
-            return [str(v) for v in value] if isinstance(value, list) else [str(value)]
+            return key, [str(v) for v in value] if isinstance(value, list) else [str(value)]
     raise FileNotFoundError(f"{source}: no '{split}' entry; add e.g. '{split}: images/{split}'")
 
 
@@ -143,7 +141,8 @@ def yolo_split_to_coco(data_yaml: str | Path, split: str = "train") -> DatasetLa
     """
     data_yaml = Path(data_yaml)
     root, cfg, names = read_data_yaml(data_yaml)
-    image_files = _list_split_images(root, _split_entry(cfg, split, data_yaml), data_yaml)
+    key, entries = _split_entry(cfg, split, data_yaml)
+    image_files = _list_split_images(root, entries, data_yaml)
     issues: list[Issue] = []
     images, annotations = [], []
     for image_id, file in enumerate(image_files):
@@ -169,7 +168,7 @@ def yolo_split_to_coco(data_yaml: str | Path, split: str = "train") -> DatasetLa
         "annotations": annotations,
         "categories": [{"id": i, "name": n} for i, n in names.items()],
     }
-    return DatasetLayout("yolo", root, data, tuple(issues))
+    return DatasetLayout("yolo", root, data, tuple(issues), split=key)
 
 
 def _relative(file: Path, root: Path) -> str:
