@@ -181,3 +181,24 @@ def test_data_errors_are_one_line(tmp_path, capsys):
     assert "not a dataset" in capsys.readouterr().err
     assert main(["train"]) == 2
     assert "pass -c CONFIG" in capsys.readouterr().err
+
+
+def test_the_trained_detector_exports_with_its_names_and_size(coco_run, tmp_path):
+    from dfine.deploy.onnx import OnnxRuntimeBackend
+    from dfine.deploy.runtime import BackendDetector
+
+    detector, _, data, _ = coco_run
+    image = data / "images" / "val" / "000000.jpg"
+    (expected,) = detector.predict(image, conf_threshold=0.0)
+    onnx_file = detector.export("onnx", tmp_path / "shapes")
+    assert onnx_file == tmp_path / "shapes.onnx"
+    exported = BackendDetector(OnnxRuntimeBackend(onnx_file))
+    assert exported.class_names == list(CLASSES) and exported.image_size == SIDE and exported.category_ids == [3, 7, 42]
+    (got,) = exported.predict(image, conf_threshold=0.0)
+    assert got.labels.tolist()[:10] == expected.labels.tolist()[:10]
+    assert (got.boxes[:10] - expected.boxes[:10]).abs().max() < 1e-2
+    hf_folder = detector.export("hf", tmp_path / "shapes_hf")
+    again = DFINE.from_pretrained(hf_folder)
+    assert again.class_names == list(CLASSES) and again.input_size == SIDE
+    with pytest.raises(ValueError, match="unknown export format 'tflite'"):
+        detector.export("tflite")
