@@ -99,9 +99,11 @@ def _assert_changes_match(ours, official, groups, what):
 def test_three_trainer_steps_equal_the_official_loop(oracle, official_n_weights, tmp_path, channels_last):
     initial, model, ema, terms, lrs, optimizer = _run_trainer(oracle, official_n_weights, tmp_path, channels_last)
     assert len(terms) == oracle["steps"]
-    # NCHW runs the official kernels: every term agrees at every step. Channels-last sums in another order;
-    # from step 1 on a query can swap at the top-k or matching boundary, so there the totals are compared.
-    exact_steps = oracle["steps"] if not channels_last else 1
+    # Every term agrees before the first update. After it, fp32 rounding moves the terms: channels-last sums in
+    # another order (a query can swap at the top-k or matching boundary), and on a CPU other than the recording one
+    # oneDNN picks other kernels (AVX-512 vs AVX2: loss_bbox 1.9034 vs 1.9008 at step 1 in NCHW, measured
+    # 2026-12-04); from step 1 on the totals are compared.
+    exact_steps = 1
     for step, (ours, official) in enumerate(zip(terms, oracle["loss_terms"], strict=True)):
         assert sorted(ours) == sorted(official), step
         assert sum(ours.values()) == pytest.approx(sum(official.values()), rel=TOTAL_RTOL), f"step {step}"

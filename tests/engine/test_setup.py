@@ -24,14 +24,18 @@ def test_label_map_is_contiguous_unless_num_classes_counts_ids(tmp_path):
     assert identity.category_ids == tuple(range(6)) and identity.class_names[5] == "c"
 
 
-def test_cpu_amp_falls_back_to_fp32_without_native_bf16(tiny_config_file, tmp_path, monkeypatch, capsys):
+def test_cpu_amp_falls_back_to_fp32_without_native_bf16(tiny_config_file, tmp_path, monkeypatch, caplog):
     import dfine.engine.setup as setup
     from dfine.config.schema import load_train_config
 
     cfg = dataclasses.replace(load_train_config(tiny_config_file), use_amp=True)
     for native, expected in ((False, False), (True, True)):
         monkeypatch.setattr(setup, "cpu_has_native_bf16", lambda native=native: native)
-        trainer, _ = setup.build_trainer(cfg, setup.RunOptions(device="cpu", output_dir=str(tmp_path / str(native))))
+        caplog.clear()
+        with caplog.at_level("INFO", logger="dfine"):
+            trainer, _ = setup.build_trainer(
+                cfg, setup.RunOptions(device="cpu", output_dir=str(tmp_path / str(native)))
+            )
         assert trainer.options.use_amp is expected
-        said = "no native bfloat16" in capsys.readouterr().out
+        said = "no native bfloat16" in caplog.text
         assert said is not expected

@@ -149,7 +149,7 @@ def test_early_stopping_after_patience_stale_evaluations(
     assert [r["epoch"] for r in log] == list(range(epochs_run))
     stopped = [r.getMessage() for r in caplog.records if "early stopping" in r.getMessage()]
     if epochs_run < 6:
-        assert stopped == [f"early stopping at epoch {epochs_run - 1}: no AP gain in {patience} evaluations"]
+        assert stopped == [f"early stopping after epoch {epochs_run}: no AP gain in {patience} evaluations"]
     else:
         assert stopped == []
 

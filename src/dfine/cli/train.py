@@ -4,12 +4,15 @@ without a config (``dfine train --data DIR --model dfine-s-coco``, the command l
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from pathlib import Path
 
 from .arguments import run_reporting_errors
 
 __all__ = ["add_train_arguments", "run_train", "main"]
+
+logger = logging.getLogger("dfine.train")
 
 
 def add_train_arguments(parser: argparse.ArgumentParser, data: bool = False) -> argparse.ArgumentParser:
@@ -125,6 +128,7 @@ def run_train(args: argparse.Namespace, test_only: bool | None = None) -> int:
         raise ValueError("pass -c CONFIG (the official command line) or --data DATASET (training without a config)")
     from ..config.schema import load_train_config
     from ..engine.distributed import cleanup_distributed, is_main_process
+    from ..engine.run_log import run_logging
     from ..engine.setup import RunOptions, build_trainer
 
     if test_only is None:
@@ -142,22 +146,22 @@ def run_train(args: argparse.Namespace, test_only: bool | None = None) -> int:
         use_amp=args.use_amp,
         seed=args.seed,
     )
+    output_dir = args.output_dir or cfg.output_dir
     try:
-        trainer, description = build_trainer(cfg, run)
-        if is_main_process():
-            print(
-                f"D-FINE {'evaluation' if test_only else 'training'} on {description['device']} "
-                f"(x{description['world_size']}): {description['train_images']} train / "
-                f"{description['val_images']} val images, {len(description['classes'])} classes"
-            )
-        if test_only:
-            result = trainer.evaluate()  # writes OUTPUT_DIR/eval/: metrics, curves, predictions.json
-            if result is not None and is_main_process():
-                print(f"evaluation files: {trainer.output_dir / 'eval'}")
-        else:
-            summary = trainer.fit()
-            if is_main_process():
-                print(f"done: {summary}")
+        with run_logging(None if test_only else output_dir, enabled=is_main_process()):
+            trainer, description = build_trainer(cfg, run)
+            logger.info(
+                "D-FINE %s on %s (x%d): %d train / %d val images, %d classes, %d epochs of batch %d -> %s",
+                "evaluation" if test_only else "training", description["device"], description["world_size"],
+                description["train_images"], description["val_images"], len(description["classes"]), cfg.epochs,
+                cfg.train.total_batch_size, output_dir,
+            )  # fmt: skip
+            if test_only:
+                result = trainer.evaluate()  # writes OUTPUT_DIR/eval/: metrics, curves, predictions.json
+                if result is not None:
+                    logger.info("evaluation files: %s", trainer.output_dir / "eval")
+            else:
+                trainer.fit()  # its last line says where the best weights and the report are
     finally:
         cleanup_distributed()
     return 0

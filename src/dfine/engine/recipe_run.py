@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,9 +22,12 @@ from ..data.coco import CategoryMap, object_categories, read_coco_json
 from ..data.layout import DatasetSplits, find_dataset
 from ..data.split import DatasetLayout
 from .distributed import cleanup_distributed, is_main_process
+from .run_log import run_logging
 from .setup import RunOptions, build_trainer
 
 __all__ = ["TrainResult", "evaluate_on_data", "train_on_data"]
+
+logger = logging.getLogger("dfine.train")
 
 
 @dataclass(frozen=True)
@@ -64,9 +68,10 @@ def _as_files(layout: DatasetLayout, name: str, data_dir: Path) -> tuple[str, st
     ann_file = data_dir / f"instances_{name}.json"
     ann_file.write_text(json.dumps(layout.annotations))
     for issue in layout.issues[:3]:
-        print(f"warning: {issue.path}: {issue.message}")
+        logger.warning("warning: %s: %s", issue.path, issue.message)
     if len(layout.issues) > 3:
-        print(f"warning: {len(layout.issues) - 3} more problems in the {name} labels; run 'dfine data check'")
+        more = len(layout.issues) - 3
+        logger.warning("warning: %d more problems in the %s labels; run 'dfine data check'", more, name)
     return str(layout.img_folder), str(ann_file)
 
 
@@ -116,12 +121,18 @@ def prepare_run(
 
 def train_on_data(config: TrainConfig, splits: DatasetSplits, recipe: TrainingRecipe, run: RunOptions) -> TrainResult:
     """Train as ``train.py`` does; returns where everything went."""
-    if is_main_process():
-        print(splits.describe())
-        print(recipe.describe())
+    run = dataclasses.replace(run, coco_block_on_console=False)  # the compact table instead
     try:
-        trainer, _ = build_trainer(config, run)
-        summary = trainer.fit()
+        with run_logging(config.output_dir, enabled=is_main_process()):
+            logger.info("%s", splits.describe())
+            logger.info("%s", recipe.describe())
+            trainer, description = build_trainer(config, run)
+            logger.info(
+                "training on %s: %d train / %d val images, classes: %s -> %s", description["device"],
+                description["train_images"], description["val_images"], ", ".join(description["classes"][:20]),
+                config.output_dir,
+            )  # fmt: skip
+            summary = trainer.fit()
     finally:
         cleanup_distributed()
     output_dir = Path(summary["output_dir"])
@@ -142,10 +153,11 @@ def train_on_data(config: TrainConfig, splits: DatasetSplits, recipe: TrainingRe
 
 def evaluate_on_data(config: TrainConfig, checkpoint: str | Path, run: RunOptions) -> dict[str, Any]:
     """COCO metrics of ``checkpoint`` on the config's validation split (the report goes to ``run.output_dir``)."""
-    run = dataclasses.replace(run, resume=str(checkpoint), test_only=True)
+    run = dataclasses.replace(run, resume=str(checkpoint), test_only=True, coco_block_on_console=False)
     try:
-        trainer, _ = build_trainer(config, run)
-        result = trainer.evaluate()
+        with run_logging(run.output_dir, enabled=is_main_process()):
+            trainer, _ = build_trainer(config, run)
+            result = trainer.evaluate()
     finally:
         cleanup_distributed()
     if result is None:

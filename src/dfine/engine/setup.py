@@ -57,6 +57,7 @@ class RunOptions:
     summary_dir: str | None = None
     use_amp: bool | None = None
     seed: int | None = None
+    coco_block_on_console: bool = True  # the official 12-line block per evaluation (train.py keeps it)
 
 
 @contextlib.contextmanager
@@ -236,7 +237,7 @@ def build_trainer(cfg: TrainConfig, run: RunOptions) -> tuple[Trainer, dict[str,
     device = init_distributed(run.device or cfg.device)
     if cfg.use_amp and device.type == "cpu" and not cpu_has_native_bf16():
         if is_main_process():
-            print(
+            logger.info(
                 "use_amp: this CPU has no native bfloat16 (AVX512-BF16 / AMX), where bf16 autocast runs several "
                 "times slower than fp32 (15 vs 2 s per step measured); training in fp32"
             )
@@ -260,13 +261,13 @@ def build_trainer(cfg: TrainConfig, run: RunOptions) -> tuple[Trainer, dict[str,
     if run.tuning:
         report = load_for_finetuning(model, run.tuning, list(category_map.class_names))
         if is_main_process():
-            print(f"fine-tuning from {run.tuning}: {report.summary()}")
+            logger.info("fine-tuning from %s: %s", run.tuning, report.summary())
     model = model.to(device, memory_format=torch.channels_last) if cfg.channels_last else model.to(device)
     if is_distributed() and cfg.sync_bn:
         if device.type == "cuda":
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         elif is_main_process():
-            print("sync_bn: SyncBatchNorm needs CUDA; BatchNorm statistics stay per process on CPU")
+            logger.info("sync_bn: SyncBatchNorm needs CUDA; BatchNorm statistics stay per process on CPU")
     ema = ModelEMA(model, cfg.ema.decay, cfg.ema.warmups, cfg.ema.start) if cfg.ema.enabled else None
     train_model: nn.Module = model
     if is_distributed():
@@ -341,6 +342,7 @@ def build_trainer(cfg: TrainConfig, run: RunOptions) -> tuple[Trainer, dict[str,
             early_stopping_patience=cfg.early_stopping_patience,
             eval_freq=cfg.eval_freq,
             channels_last=cfg.channels_last,
+            coco_block_on_console=run.coco_block_on_console,
             metadata=metadata,
         ),
         set_epoch=set_epoch,
@@ -355,7 +357,7 @@ def build_trainer(cfg: TrainConfig, run: RunOptions) -> tuple[Trainer, dict[str,
             if ema is not None:
                 ema.module.load_state_dict(model.state_dict())
             if is_main_process():
-                print(f"evaluating {run.resume} ({report.source} weights)")
+                logger.info("evaluating %s (%s weights)", run.resume, report.source)
         else:
             trainer.resume(run.resume)
     description = {

@@ -34,6 +34,7 @@ from .ema import ModelEMA, unwrap_model
 from .eval_report import confusion_matrix, save_eval_report
 from .evaluate import CocoEvaluator, EvalResult
 from .optim import LinearWarmup
+from .run_log import metrics_table
 
 __all__ = ["Trainer", "TrainerOptions", "NonFiniteLossError", "seed_everything"]
 
@@ -86,6 +87,8 @@ class TrainerOptions:
         eval_freq: evaluate every N epochs (and at the last one).
         channels_last: feed images in channels-last memory layout (give the model the same layout);
             ~20-25 % faster training steps on CPU, same values up to fp32 rounding.
+        coco_block_on_console: also print the 12-line COCO block of each evaluation (the official console
+            output, which ``train.py`` keeps for scripts that read it); it always goes to ``run.log``.
     """
 
     epochs: int
@@ -100,6 +103,7 @@ class TrainerOptions:
     early_stopping_patience: int = 0
     eval_freq: int = 1
     channels_last: bool = False
+    coco_block_on_console: bool = True
     metadata: dict[str, Any] = field(default_factory=dict)
 
 
@@ -164,6 +168,7 @@ class Trainer:
         self.global_step = 0
         self._recent_losses: deque[float] = deque(maxlen=EXPLOSION_WINDOW)  # for the explosion check
         self.best: dict[str, float] = {"stage1": -1.0, "stage2": -1.0}
+        self.best_epoch = -1  # the epoch of best.pth
         self.stale_evaluations = 0
         self.history: list[dict[str, Any]] = []
         self._memory_format = torch.channels_last if options.channels_last else torch.preserve_format
@@ -180,6 +185,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "global_step": self.global_step,
             "best": dict(self.best),
+            "best_epoch": self.best_epoch,
             "stale_evaluations": self.stale_evaluations,
         }
         if self.lr_scheduler is not None:
@@ -234,6 +240,7 @@ class Trainer:
         self.last_epoch = int(state.get("last_epoch", -1))
         self.global_step = int(state.get("global_step", 0))
         self.best.update(state.get("best", {}))
+        self.best_epoch = int(state.get("best_epoch", -1))
         self.stale_evaluations = int(state.get("stale_evaluations", 0))
 
     def resume(self, path: str | Path) -> None:
@@ -247,7 +254,7 @@ class Trainer:
         if not isinstance(state, dict) or "model" not in state:
             raise ValueError(f"{path}: not a training checkpoint (no 'model' entry); use -t to fine-tune from weights")
         self.load_state_dict(state, str(path))
-        logger.info("resumed from %s at epoch %d", path, self.last_epoch + 1)
+        logger.info("resumed from %s: continuing with epoch %d/%d", path, self.last_epoch + 2, self.options.epochs)
 
     def _save(self, name: str, weights_only: bool = False) -> Path | None:
         if not is_main_process():
@@ -294,8 +301,8 @@ class Trainer:
         accum = max(1, self.options.grad_accum_steps)
         sums: dict[str, float] = {}
         count = 0
-        num_batches = len(self.train_loader) if hasattr(self.train_loader, "__len__") else None
-        progress = _progress(self.train_loader, epoch, num_batches)
+        num_batches = _length(self.train_loader)
+        progress = _progress(self.train_loader, f"epoch {epoch + 1}/{self.options.epochs}", num_batches)
         self.optimizer.zero_grad(set_to_none=True)
         for step, (images, targets) in enumerate(progress):
             images = images.to(self.device, non_blocking=True, memory_format=self._memory_format)
@@ -378,7 +385,7 @@ class Trainer:
             module = self.ema.module if self.ema is not None else unwrap_model(self.model)
         module.eval()
         self.evaluator.reset()
-        for images, targets in self.val_loader:
+        for images, targets in _progress(self.val_loader, "eval", _length(self.val_loader)):
             images = images.to(self.device, memory_format=self._memory_format)
             with self._autocast():
                 outputs = module(images)
@@ -387,8 +394,10 @@ class Trainer:
             results = self.postprocessor(outputs, sizes)
             self.evaluator.update([int(t["image_id"]) for t in targets], results)
         self.evaluator.gather()
-        result = self.evaluator.compute(verbose=is_main_process())
+        result = self.evaluator.compute(verbose=is_main_process() and self.options.coco_block_on_console)
         if is_main_process():
+            logger.debug("COCO evaluation:\n%s", result.summary)
+            logger.info("%s", metrics_table(result.stats, result.per_class_ap))
             self._write_eval_report(result)
         return result
 
@@ -442,17 +451,20 @@ class Trainer:
                 self._track_best(epoch, result, stage2=epoch >= stop_epoch)
             self._save("last.pth")
             if opts.early_stopping_patience and self.stale_evaluations >= opts.early_stopping_patience:
-                logger.info("early stopping at epoch %d: no AP gain in %d evaluations", epoch, self.stale_evaluations)
+                logger.info("early stopping after epoch %d: no AP gain in %d evaluations", epoch + 1,
+                            self.stale_evaluations)  # fmt: skip
                 break
         summary = {
             "epochs_run": self.last_epoch + 1,
             "best_ap_stage1": self.best["stage1"],
             "best_ap_stage2": self.best["stage2"],
+            "best_epoch": self.best_epoch,
             "train_time_s": round(time.time() - start, 1),
             "output_dir": str(self.output_dir),
         }
         if is_main_process():
             (self.output_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+            logger.info("%s", _end_line(summary, self.output_dir))
         return summary
 
     def _start_stage2(self) -> None:
@@ -465,16 +477,22 @@ class Trainer:
                 self.ema.load_state_dict(state["ema"])
         if self.ema is not None:
             self.ema.restart(self.options.ema_restart_decay)
-        logger.info("stage 2 from epoch %d: EMA decay %.4f", self.last_epoch + 1, self.options.ema_restart_decay)
+        logger.info(
+            "stage 2 from epoch %d/%d: strong augmentation off, from the best stage-1 weights, EMA decay %.4f",
+            self.last_epoch + 2, self.options.epochs, self.options.ema_restart_decay,
+        )  # fmt: skip
 
     def _track_best(self, epoch: int, result: EvalResult, stage2: bool) -> None:
         ap = result.stats["AP"]
         stage = "stage2" if stage2 else "stage1"
         if ap > self.best[stage]:
             self.best[stage] = ap
+            self.best_epoch = epoch
             self.stale_evaluations = 0
             self._save("best_stg2.pth" if stage2 else "best_stg1.pth")
             self._save("best.pth", weights_only=True)
+            logger.info("epoch %d/%d: AP %.4f, the best so far -> %s", epoch + 1, self.options.epochs, ap,
+                        self.output_dir / "best.pth")  # fmt: skip
         else:
             self.stale_evaluations += 1
         if self.writer is not None:
@@ -539,7 +557,19 @@ def _to_float(outputs: Any) -> Any:
     return outputs
 
 
-def _progress(loader: Iterable, epoch: int, total: int | None):
+def _end_line(summary: Mapping[str, Any], output_dir: Path) -> str:
+    """The run's last line: best AP and epoch, and where the weights and the report are."""
+    best = max(summary["best_ap_stage1"], summary["best_ap_stage2"])
+    where = f"{output_dir / 'best.pth'}; report {output_dir / 'eval'}" if best >= 0 else f"{output_dir / 'last.pth'}"
+    told = f"best AP {best:.4f} at epoch {summary['best_epoch'] + 1}" if best >= 0 else "no evaluation"
+    return f"done: {summary['epochs_run']} epochs in {summary['train_time_s']:.0f} s; {told} -> {where}"
+
+
+def _length(loader: Iterable) -> int | None:
+    return len(loader) if hasattr(loader, "__len__") else None
+
+
+def _progress(loader: Iterable, description: str, total: int | None):
     """A tqdm progress bar on the main process (plain iteration elsewhere or without tqdm)."""
     if not is_main_process():
         return loader
@@ -547,4 +577,4 @@ def _progress(loader: Iterable, epoch: int, total: int | None):
         from tqdm.auto import tqdm
     except ImportError:
         return loader
-    return tqdm(loader, total=total, desc=f"epoch {epoch}", leave=False, mininterval=2.0, dynamic_ncols=True)
+    return tqdm(loader, total=total, desc=description, leave=False, mininterval=2.0, dynamic_ncols=True)
