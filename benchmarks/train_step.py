@@ -20,7 +20,8 @@ import time
 import torch
 
 import dfine
-from dfine.engine.optim import ParamGroupSpec, build_optimizer
+from dfine.config.schema import ParamGroupSpec
+from dfine.engine.optim import build_optimizer
 from dfine.engine.trainer import _to_float
 
 OFFICIAL_GROUPS = [

@@ -13,8 +13,8 @@ import pytest
 import torch
 
 import dfine
+from dfine.categories import COCO_CATEGORY_IDS, COCO_CLASS_NAMES
 from dfine.config.presets import model_config
-from dfine.data.coco_classes import COCO_CATEGORY_IDS, COCO_CLASS_NAMES
 from dfine.engine.checkpoint import CheckpointError
 
 

@@ -12,7 +12,7 @@ from PIL import Image
 from torchvision.ops import clip_boxes_to_image
 
 import dfine
-from dfine.data.coco_classes import COCO_CLASS_NAMES
+from dfine.categories import COCO_CLASS_NAMES
 from dfine.data.images import LETTERBOX_FILL, letterbox_boxes_to_image, letterbox_geometry, letterbox_image
 from dfine.deploy import Backend, BackendDetector, ModelMetadata
 from dfine.deploy.runtime import preprocess

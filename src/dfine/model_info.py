@@ -13,8 +13,8 @@ from dataclasses import dataclass, replace
 
 import torch
 
+from .categories import COCO_CATEGORY_IDS, COCO_CLASS_NAMES
 from .config.presets import ModelConfig
-from .data.coco_classes import COCO_CATEGORY_IDS, COCO_CLASS_NAMES
 
 __all__ = [
     "ModelInfo",

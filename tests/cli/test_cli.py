@@ -12,10 +12,10 @@ from PIL import Image
 
 from dfine import DFINE
 from dfine.builders import build_model
+from dfine.categories import COCO_CATEGORY_IDS, COCO_CLASS_NAMES
 from dfine.cli.main import main
 from dfine.config.presets import model_config
 from dfine.config.yaml_model import load_model_config
-from dfine.data.coco_classes import COCO_CATEGORY_IDS, COCO_CLASS_NAMES
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 

@@ -9,8 +9,8 @@ import pytest
 import torch
 from torchvision import tv_tensors
 
+from dfine.categories import COCO_CATEGORY_IDS, COCO_CLASS_NAMES
 from dfine.data.coco import CategoryMap, CocoDetection
-from dfine.data.coco_classes import COCO_CATEGORY_IDS, COCO_CLASS_NAMES
 from dfine.data.layout import dataset_from_folder, detect_layout
 from dfine.data.transforms import train_transforms, val_transforms
 

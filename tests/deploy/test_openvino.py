@@ -7,7 +7,7 @@ import sys
 import pytest
 import torch
 
-from dfine.data.coco_classes import COCO_CLASS_NAMES
+from dfine.categories import COCO_CLASS_NAMES
 from dfine.deploy import MissingDependencyError, compare_detections
 
 ov = pytest.importorskip("openvino")

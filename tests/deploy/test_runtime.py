@@ -129,7 +129,7 @@ def test_run_inference_on_images_and_a_video(n_exports, tmp_path):
     assert len(records) == run.detections > 0
     first = records[0]
     assert set(first) == {"image_id", "image_file", "category_id", "category_name", "label", "bbox", "score"}
-    assert first["category_id"] == dfine.data.coco_classes.COCO_CATEGORY_IDS[first["label"]]
+    assert first["category_id"] == dfine.categories.COCO_CATEGORY_IDS[first["label"]]
     frames = [r for r in records if "frame" in r]
     assert {r["frame"] for r in frames} <= {0, 1, 2} and {r["image_id"] for r in frames} <= {2, 3, 4}
     from dfine.deploy.video import VideoReader

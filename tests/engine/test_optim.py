@@ -7,8 +7,9 @@ import torch
 from torch import nn
 
 import dfine
+from dfine.config.schema import ParamGroupSpec
 from dfine.engine.ema import ModelEMA
-from dfine.engine.optim import FlatCosineSchedule, LinearWarmup, ParamGroupSpec, build_optimizer, build_param_groups
+from dfine.engine.optim import FlatCosineSchedule, LinearWarmup, build_optimizer, build_param_groups
 
 OFFICIAL_GROUPS = [
     ParamGroupSpec("^(?=.*backbone)(?!.*norm|bn).*$", {"lr": 0.0004}),

@@ -13,12 +13,12 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from ..engine.optim import ParamGroupSpec
 from .presets import ModelConfig
 from .yaml_config import ConfigError, apply_overrides, as_number, canonical_epochs, load_yaml_config
 from .yaml_model import model_config_from_dict
 
 __all__ = [
+    "ParamGroupSpec",
     "TrainConfig",
     "LoaderConfig",
     "DatasetConfig",
@@ -60,6 +60,14 @@ class LoaderConfig:
     shuffle: bool = True
     drop_last: bool = True
     collate: CollateConfig = field(default_factory=CollateConfig)
+
+
+@dataclass(frozen=True)
+class ParamGroupSpec:
+    """Parameters whose name matches ``pattern`` (``re.search``) get these optimizer options."""
+
+    pattern: str
+    options: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -33,8 +33,8 @@ from PIL import Image
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
+from ..categories import COCO_CATEGORY_IDS, COCO_CLASS_NAMES
 from .check import CocoScan, DatasetReport, ImageCheck, Issue, scan_coco
-from .coco_classes import COCO_CATEGORY_IDS, COCO_CLASS_NAMES
 from .images import load_image, oversized_image_message, to_rgb
 from .transforms import DetectionCompose
 

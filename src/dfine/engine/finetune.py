@@ -62,7 +62,7 @@ def load_for_finetuning(model: nn.Module, path: str | Path, class_names: list[st
     if old_names is None:
         enc = state.get("decoder.enc_score_head.weight")
         if enc is not None and enc.shape[0] == 80:
-            from ..data.coco_classes import COCO_CLASS_NAMES
+            from ..categories import COCO_CLASS_NAMES
 
             old_names = list(COCO_CLASS_NAMES)
     own = model.state_dict()

@@ -4,28 +4,20 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
 
+from ..config.schema import ParamGroupSpec
+
 __all__ = [
-    "ParamGroupSpec",
     "build_param_groups",
     "build_optimizer",
     "LinearWarmup",
     "FlatCosineSchedule",
     "build_lr_scheduler",
 ]
-
-
-@dataclass(frozen=True)
-class ParamGroupSpec:
-    """Parameters whose name matches ``pattern`` (``re.search``) get these optimizer options."""
-
-    pattern: str
-    options: dict[str, Any] = field(default_factory=dict)
 
 
 def build_param_groups(model: nn.Module, specs: list[ParamGroupSpec]) -> list[dict[str, Any]]:

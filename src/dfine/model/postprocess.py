@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..data.coco_classes import COCO_CATEGORY_IDS
+from ..categories import COCO_CATEGORY_IDS
 from ..ops.boxes import box_cxcywh_to_xyxy
 
 __all__ = ["PostProcessor"]
