@@ -130,3 +130,14 @@ def test_synthetic_config() -> None:
         assert [op["size"] for op in resize] == [[256, 256]]
     assert cfg["train_dataloader"]["collate_fn"]["base_size"] == 256
     assert cfg["lr_warmup_scheduler"]["warmup_duration"] < cfg["epoches"] * 100  # far shorter than the run
+
+
+def test_an_input_too_small_for_the_queries_is_refused_before_any_data(tmp_path) -> None:
+    from dfine.config.schema import load_train_config
+    from dfine.config.yaml_config import ConfigError
+
+    n_config = CONFIGS / "dfine" / "dfine_hgnetv2_n_coco.yml"  # its dataset paths do not exist here: never read
+    with pytest.raises(ConfigError, match="num_queries 300 is more than the 20 feature positions of a 64x64 input"):
+        load_train_config(n_config, ["eval_spatial_size=[64,64]"])
+    fitted = load_train_config(n_config, ["eval_spatial_size=[64,64]", "DFINETransformer.num_queries=20"])
+    assert fitted.model.decoder.num_queries == 20

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 
 from dfine.cli.train import main as train_main
@@ -56,3 +57,22 @@ def test_test_only_evaluates_a_checkpoint(tiny_config_file, tmp_path, capsys):
 def test_test_only_needs_a_checkpoint(tiny_config_file, capsys):
     assert train_main(["-c", str(tiny_config_file), "--test-only"]) == 2
     assert "needs the checkpoint" in capsys.readouterr().err
+
+
+def test_eval_holds_the_best_report_and_val_writes_beside_its_checkpoint(tiny_config_file, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert train_main(["-c", str(tiny_config_file), "--output-dir", str(run)]) == 0
+    records = [json.loads(line) for line in (run / "log.txt").read_text().splitlines()]
+    aps = [record["test_coco_eval_bbox"][0] for record in records]
+    best_epoch, best_of_stage = -1, {}
+    for epoch, ap in enumerate(aps):  # best.pth: the best of the current stage (stage 2 from epoch 1 here)
+        if ap > best_of_stage.get(epoch >= 1, -1.0):
+            best_epoch, best_of_stage[epoch >= 1] = epoch, ap
+    best = json.loads((run / "eval" / "metrics.json").read_text())["stats"]
+    last = json.loads((run / "eval" / "last" / "metrics.json").read_text())["stats"]
+    assert best["AP"] == pytest.approx(aps[best_epoch]) and last["AP"] == pytest.approx(aps[-1])
+    (run / "eval" / "metrics.json").unlink()
+    capsys.readouterr()
+    assert train_main(["-c", str(tiny_config_file), "-r", str(run / "best.pth"), "--test-only"]) == 0
+    assert f"evaluation files: {run / 'eval'}" in capsys.readouterr().out  # beside the checkpoint, not output_dir
+    assert (run / "eval" / "metrics.json").is_file()

@@ -141,12 +141,12 @@ def run_train(args: argparse.Namespace, test_only: bool | None = None) -> int:
         tuning=None if test_only else args.tuning,
         test_only=test_only,
         device=args.device,
-        output_dir=args.output_dir,
+        output_dir=args.output_dir or (str(Path(args.resume).parent) if test_only and args.resume else None),
         summary_dir=args.summary_dir,
         use_amp=args.use_amp,
         seed=args.seed,
     )
-    output_dir = args.output_dir or cfg.output_dir
+    output_dir = run.output_dir or cfg.output_dir
     try:
         with run_logging(None if test_only else output_dir, enabled=is_main_process()):
             trainer, description = build_trainer(cfg, run)

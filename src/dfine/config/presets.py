@@ -94,6 +94,12 @@ class ModelConfig:
     num_classes: int = 80
 
 
+def encoder_tokens(decoder: DecoderConfig, spatial_size: tuple[int, int] | list[int]) -> int:
+    """Feature positions the decoder selects its queries from at ``(height, width)``: one per cell of each level."""
+    height, width = spatial_size
+    return sum((height // stride) * (width // stride) for stride in decoder.feat_strides)
+
+
 def model_config_from_dict(data: dict[str, Any]) -> ModelConfig:
     """Inverse of ``dataclasses.asdict(model_config)`` (e.g. the config stored in a checkpoint)."""
 

@@ -25,7 +25,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from .presets import MODEL_PRESETS, model_config
+from .presets import MODEL_PRESETS, encoder_tokens, model_config
 
 __all__ = ["MIN_EPOCHS", "MIN_STEPS", "OFFICIAL_TRAINING", "OfficialTraining", "TrainingRecipe", "training_recipe"]
 
@@ -92,11 +92,6 @@ class TrainingRecipe:
         )
 
 
-def _encoder_tokens(size: str, image_size: int) -> int:
-    strides = model_config(size).decoder.feat_strides
-    return sum((image_size // stride) ** 2 for stride in strides)
-
-
 def training_recipe(
     size: str, train_images: int, *, image_size: int = 640, batch_size: int = 8, epochs: int | None = None
 ) -> TrainingRecipe:
@@ -126,7 +121,7 @@ def training_recipe(
     horizon = max(1.0, EMA_HORIZON_FRACTION * total)
     ema_decay = min(official.ema_decay, max(EMA_DECAY_MIN, 1.0 - 1.0 / horizon))
     no_aug = max(1, round(epochs * (official.epochs - official.stop_epoch) / official.epochs))
-    queries = min(MAX_QUERIES, _encoder_tokens(size, image_size))
+    queries = min(MAX_QUERIES, encoder_tokens(model_config(size).decoder, (image_size, image_size)))
     return TrainingRecipe(
         size=size,
         epochs=epochs,

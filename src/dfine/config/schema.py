@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from .presets import ModelConfig
+from .presets import ModelConfig, encoder_tokens
 from .yaml_config import ConfigError, apply_overrides, as_number, canonical_epochs, load_yaml_config
 from .yaml_model import model_config_from_dict
 
@@ -398,6 +398,21 @@ def _criterion_config(reader: _Reader, raw: dict[str, Any]) -> CriterionConfig:
     )
 
 
+def _check_queries_fit(model: ModelConfig, source: str) -> None:
+    """Refuse more queries than the input size has feature positions to select them from (a failure deep inside
+    the first forward pass otherwise), before any data is read."""
+    size = model.decoder.eval_spatial_size
+    if size is None:
+        return
+    tokens = encoder_tokens(model.decoder, size)
+    if model.decoder.num_queries > tokens:
+        raise ConfigError(
+            f"{source}: DFINETransformer.num_queries {model.decoder.num_queries} is more than the {tokens} feature "
+            f"positions of a {size[0]}x{size[1]} input; set num_queries (and num_top_queries) to at most {tokens}, "
+            "or raise eval_spatial_size"
+        )
+
+
 def train_config_from_dict(raw: dict[str, Any], source: str = "<dict>") -> TrainConfig:
     """Translate a merged official-style config dict into a :class:`TrainConfig`."""
     raw = canonical_epochs(raw, source)  # also for a dict that did not come through load_yaml_config
@@ -412,6 +427,7 @@ def train_config_from_dict(raw: dict[str, Any], source: str = "<dict>") -> Train
     post = {**reader.section(raw, "PostProcessor"), **reader.section(raw, "DFINEPostProcessor")}
     reader.check_keys(post, {"num_top_queries", "use_focal_loss", "remap_mscoco_category"}, "DFINEPostProcessor")
     epochs = raw.get("epoches", 72)
+    _check_queries_fit(model, source)
     return TrainConfig(
         source=source,
         model=model,

@@ -10,6 +10,7 @@ import errno
 import json
 import logging
 import random
+import shutil
 import statistics
 import time
 from collections import deque
@@ -37,6 +38,8 @@ from .optim import LinearWarmup
 from .run_log import metrics_table
 
 __all__ = ["Trainer", "TrainerOptions", "NonFiniteLossError", "seed_everything"]
+
+LAST_REPORT = "eval/last"  # the last epoch's evaluation report; eval/ holds the best checkpoint's
 
 logger = logging.getLogger(__name__)
 
@@ -377,8 +380,9 @@ class Trainer:
 
     # ----------------------------------------------------------------------------- evaluation
     @torch.no_grad()
-    def evaluate(self, module: nn.Module | None = None) -> EvalResult | None:
-        """COCO metrics of ``module`` (default: the EMA weights if any, else the model)."""
+    def evaluate(self, module: nn.Module | None = None, report: str = "eval") -> EvalResult | None:
+        """COCO metrics of ``module`` (default: the EMA weights if any, else the model); the report (metrics, curves,
+        confusion matrix, detections) goes to ``output_dir / report``."""
         if self.val_loader is None or self.evaluator is None:
             return None
         if module is None:
@@ -398,17 +402,17 @@ class Trainer:
         if is_main_process():
             logger.debug("COCO evaluation:\n%s", result.summary)
             logger.info("%s", metrics_table(result.stats, result.per_class_ap))
-            self._write_eval_report(result)
+            self._write_eval_report(result, self.output_dir / report)
         return result
 
-    def _write_eval_report(self, result: EvalResult) -> None:
+    def _write_eval_report(self, result: EvalResult, folder: Path) -> None:
         """Metrics, per-class AP, PR curves, confusion matrix and detections under ``eval/``."""
         evaluator = self.evaluator
         names = evaluator.class_names or [str(c) for c in (evaluator.label_to_category or [])]
         category_ids = evaluator.label_to_category or list(range(len(names)))
         confusion = confusion_matrix(evaluator.detections, evaluator.ground_truth, category_ids)
-        save_eval_report(result, self.output_dir / "eval", names, confusion)
-        evaluator.write_json(self.output_dir / "eval" / "predictions.json")
+        save_eval_report(result, folder, names, confusion)
+        evaluator.write_json(folder / "predictions.json")
 
     # ------------------------------------------------------------------------------------ fit
     def fit(self) -> dict[str, Any]:
@@ -440,7 +444,7 @@ class Trainer:
             result = None
             eval_start = time.time()
             if (epoch + 1) % max(1, opts.eval_freq) == 0 or epoch + 1 == opts.epochs:
-                result = self.evaluate()
+                result = self.evaluate(report=LAST_REPORT)  # eval/ gets it too when it is the best
             record: dict[str, Any] = {"epoch": epoch, **{f"train_{k}": v for k, v in train_stats.items()}}
             record["time_train_s"] = round(train_seconds, 2)
             record["time_eval_s"] = round(time.time() - eval_start, 2) if result is not None else 0.0
@@ -491,6 +495,7 @@ class Trainer:
             self.stale_evaluations = 0
             self._save("best_stg2.pth" if stage2 else "best_stg1.pth")
             self._save("best.pth", weights_only=True)
+            self._keep_best_report()
             logger.info("epoch %d/%d: AP %.4f, the best so far -> %s", epoch + 1, self.options.epochs, ap,
                         self.output_dir / "best.pth")  # fmt: skip
         else:
@@ -498,6 +503,15 @@ class Trainer:
         if self.writer is not None:
             for name, value in result.stats.items():
                 self.writer.add_scalar(f"Test/{name}", value, epoch)
+
+    def _keep_best_report(self) -> None:
+        """Copy the last evaluation's report (``eval/last/``) to ``eval/``: the report of ``best.pth``."""
+        if not is_main_process():
+            return
+        last = self.output_dir / LAST_REPORT
+        for file in last.glob("*") if last.is_dir() else []:
+            if file.is_file():
+                shutil.copy2(file, self.output_dir / "eval" / file.name)
 
     def _forget_later_epochs(self) -> None:
         """Drop ``log.txt`` records of epochs after the resumed checkpoint: this run trains them again.
