@@ -54,3 +54,13 @@ def test_same_classes_load_everything(tmp_path):
     model = dfine.build_model("n", num_classes=2)
     report = load_for_finetuning(model, path, ["a", "b"])
     assert not report.skipped and len(report.loaded) == len(old)
+
+
+def test_weights_of_another_size_load_what_fits_and_report_the_rest(tmp_path):
+    _, path = _checkpoint(tmp_path, ["a", "b", "c"])  # D-FINE-N
+    model = dfine.build_model("s", num_classes=2)
+    report = load_for_finetuning(model, path, ["b", "z"])
+    assert report.loaded and report.skipped  # the shared-shape parts load, the rest is named
+    assert "decoder.dec_score_head.0.weight" in report.skipped
+    assert report.skipped["decoder.dec_score_head.0.weight"] == "shape [3, 128] vs [2, 256]"
+    assert "skipped" in report.summary()

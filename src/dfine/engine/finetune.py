@@ -80,7 +80,9 @@ def load_for_finetuning(model: nn.Module, path: str | Path, class_names: list[st
             report.skipped[key] = "not in model"
             continue
         target = own[key]
-        if _is_class_row(key) and mapping is not None:
+        if _is_class_row(key) and value.shape[1:] != target.shape[1:]:  # another size: rows of another width
+            report.skipped[key] = f"shape {list(value.shape)} vs {list(target.shape)}"
+        elif _is_class_row(key) and mapping is not None:
             merged = target.clone()
             for new_i, old_i in mapping:
                 merged[new_i] = value[old_i]
