@@ -108,3 +108,26 @@ def test_ddf_is_zero_when_student_equals_teacher():
         corners, corners.clone(), torch.randn(1, 3, 2), idx, torch.tensor([0.5]), *L.ddf_balance(1, 1, 3)
     )
     assert loss.item() == 0
+
+
+def test_a_class_agnostic_encoder_head_trains():
+    """query_select_method agnostic: a 1-logit encoder head, supervised with every object as class 0."""
+    torch.manual_seed(0)
+    model = dfine.build_model(
+        "n", num_classes=5, eval_spatial_size=(128, 128), num_queries=30, num_denoising=10,
+        query_select_method="agnostic",
+    )  # fmt: skip
+    assert model.decoder.enc_score_head.out_features == 1
+    criterion = dfine.build_criterion(num_classes=5)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    targets = [{"labels": torch.tensor([4, 2]), "boxes": torch.tensor([[0.3, 0.3, 0.2, 0.2], [0.7, 0.6, 0.3, 0.4]])}]
+    head_before = model.decoder.enc_score_head.weight.detach().clone()
+    model.train()
+    for _ in range(2):
+        losses = criterion(model(torch.rand(1, 3, 128, 128), targets=targets), targets)
+        total = sum(losses.values())
+        assert torch.isfinite(total) and losses["loss_vfl_enc_0"] > 0
+        optimizer.zero_grad()
+        total.backward()
+        optimizer.step()
+    assert not torch.equal(model.decoder.enc_score_head.weight, head_before)

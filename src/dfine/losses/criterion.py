@@ -56,6 +56,7 @@ class _Head:
     local_matching: Matching
     is_dn: bool = False
     extra: dict = field(default_factory=dict)
+    targets: list[dict] | None = None  # the head's own targets (class 0 for an agnostic encoder), else the batch's
 
 
 def _average_over_ranks(count: float, device: torch.device) -> float:
@@ -143,7 +144,10 @@ class DFINECriterion(nn.Module):
         enc = outputs.get("enc_aux_outputs", [])
         aux_matchings = [self.matcher(a, targets) for a in aux]
         pre_matching = self.matcher(pre, targets) if pre is not None else None
-        enc_matchings = [self.matcher(e, targets) for e in enc]
+        # a class-agnostic encoder head (query_select_method: agnostic) has one logit: every object is class 0 there
+        agnostic = bool(outputs.get("enc_meta", {}).get("class_agnostic"))
+        enc_targets = [{**t, "labels": torch.zeros_like(t["labels"])} for t in targets] if agnostic else targets
+        enc_matchings = [self.matcher(e, enc_targets) for e in enc]
         others = aux_matchings + ([pre_matching] if pre is not None else []) + enc_matchings
         if others:
             union = union_of_matchings([main_matching] + others)
@@ -159,7 +163,10 @@ class DFINECriterion(nn.Module):
         heads += [_Head(f"_aux_{i}", a, m, union, num_union, union) for i, (a, m) in enumerate(zip(aux, aux_matchings))]
         if pre is not None:
             heads.append(_Head("_pre", pre, pre_matching, union, num_union, union))
-        heads += [_Head(f"_enc_{i}", e, m, union, num_union, m) for i, (e, m) in enumerate(zip(enc, enc_matchings))]
+        heads += [
+            _Head(f"_enc_{i}", e, m, union, num_union, m, targets=enc_targets)
+            for i, (e, m) in enumerate(zip(enc, enc_matchings))
+        ]
         if "dn_outputs" in outputs:
             dn_matching = denoising_matching(outputs["dn_meta"], targets)
             dn_num = max(num_boxes * outputs["dn_meta"]["dn_num_group"], 1)
@@ -181,7 +188,7 @@ class DFINECriterion(nn.Module):
         losses: dict[str, torch.Tensor] = {}
         for head in heads:
             vfl_num = head.box_num if head.is_dn else num_boxes
-            terms = self._head_losses(head, targets, vfl_num, fdr, num_pos, num_neg)
+            terms = self._head_losses(head, head.targets or targets, vfl_num, fdr, num_pos, num_neg)
             for name, value in terms.items():
                 if name in self.weight_dict:
                     losses[name + head.suffix] = torch.nan_to_num(value * self.weight_dict[name], nan=0.0)
