@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+import sys
 
 from dfine.cli.train import main
+from dfine.engine.eval_report import MATPLOTLIB_MISSING
 from dfine.engine.run_log import RUN_LOG, metrics_table, run_logging
 
 
@@ -20,6 +22,7 @@ def test_a_run_says_what_happens_and_logs_to_run_log(tiny_config_file, tmp_path,
     log = (run / RUN_LOG).read_text()
     assert "Average Precision  (AP) @[ IoU=0.50:0.95" in log and "stage 2 from epoch 2/2" in log
     assert logging.getLogger("dfine").handlers == []  # nothing left attached after the run
+    assert (run / "results.png").is_file() and f"curves {run / 'results.png'}" in said
 
     assert main(["-c", str(tiny_config_file), "-r", str(run / "last.pth"), "-u", "epoches=3"]) == 0
     said = capsys.readouterr().out
@@ -41,3 +44,10 @@ def test_metrics_table_is_compact():
     assert table[0] == "AP 0.500  AP50 0.750  AP75 0.500  APs -  APm 0.250  APl 0.125"
     assert len(table) == 1 + 30 // 4 + 1 + 1 and " class3 -" in table[1]
     assert table[-1] == "... 5 more classes (mean AP 0.320)"
+
+
+def test_without_matplotlib_the_run_says_once_what_it_skips(tiny_config_file, tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    assert main(["-c", str(tiny_config_file), "--output-dir", str(tmp_path / "bare")]) == 0
+    said = capsys.readouterr().out
+    assert said.count(MATPLOTLIB_MISSING) == 1 and not (tmp_path / "bare" / "results.png").exists()

@@ -32,7 +32,7 @@ from .checkpoint import (
 )
 from .distributed import get_rank, is_main_process, reduce_mean_dict
 from .ema import ModelEMA, unwrap_model
-from .eval_report import confusion_matrix, save_eval_report
+from .eval_report import MATPLOTLIB_MISSING, confusion_matrix, plotting_available, save_eval_report, save_results_plot
 from .evaluate import CocoEvaluator, EvalResult
 from .optim import LinearWarmup
 from .run_log import metrics_table
@@ -424,6 +424,8 @@ class Trainer:
                 logger.info("removed %s, left by a run killed while writing a checkpoint", orphan)
             self._forget_later_epochs()
         start = time.time()
+        if is_main_process() and not plotting_available():
+            logger.info("%s", MATPLOTLIB_MISSING)
         stop_epoch = opts.stop_epoch if opts.stop_epoch is not None else opts.epochs
         for epoch in range(self.last_epoch + 1, opts.epochs):
             seed_everything(opts.seed + 1000 * epoch + get_rank())
@@ -451,6 +453,7 @@ class Trainer:
             if result is not None:
                 record["test_coco_eval_bbox"] = result.as_list()
             self._log(record)  # before the checkpoints it describes: a kill cannot leave one without its line
+            self._plot_results()
             if result is not None:
                 self._track_best(epoch, result, stage2=epoch >= stop_epoch)
             self._save("last.pth")
@@ -528,6 +531,14 @@ class Trainer:
             logger.info("log.txt: dropped %d record(s) after epoch %d, trained again now", len(lines) - len(kept),
                         self.last_epoch)  # fmt: skip
 
+    def _plot_results(self) -> None:
+        """``results.png`` from every record in ``log.txt`` (resumed runs included)."""
+        if not is_main_process():
+            return
+        lines = (self.output_dir / "log.txt").read_text().splitlines()
+        records = [json.loads(line) for line in lines if _record_epoch(line) >= 0]
+        save_results_plot(records, self.output_dir / "results.png")
+
     def _log(self, record: dict[str, Any]) -> None:
         if not is_main_process():
             return
@@ -575,6 +586,8 @@ def _end_line(summary: Mapping[str, Any], output_dir: Path) -> str:
     """The run's last line: best AP and epoch, and where the weights and the report are."""
     best = max(summary["best_ap_stage1"], summary["best_ap_stage2"])
     where = f"{output_dir / 'best.pth'}; report {output_dir / 'eval'}" if best >= 0 else f"{output_dir / 'last.pth'}"
+    if (output_dir / "results.png").is_file():
+        where += f"; curves {output_dir / 'results.png'}"
     told = f"best AP {best:.4f} at epoch {summary['best_epoch'] + 1}" if best >= 0 else "no evaluation"
     return f"done: {summary['epochs_run']} epochs in {summary['train_time_s']:.0f} s; {told} -> {where}"
 
