@@ -110,7 +110,7 @@ def stub_evaluate(monkeypatch, trainer: Trainer, aps: list[float]) -> list[int]:
     calls: list[int] = []
     results = iter(aps)
 
-    def evaluate(module=None):
+    def evaluate(module=None, report="eval"):
         calls.append(trainer.last_epoch)
         return eval_result(next(results))
 

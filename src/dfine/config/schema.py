@@ -94,7 +94,7 @@ class SchedulerConfig:
 
 @dataclass(frozen=True)
 class EMAConfig:
-    enabled: bool = True
+    enabled: bool = False  # ``use_ema``; off unless the config turns it on, as in the official code
     decay: float = 0.9999
     warmups: int = 1000
     start: int = 0
@@ -336,11 +336,13 @@ def _optimizer_config(reader: _Reader, raw: dict[str, Any]) -> OptimizerConfig:
         reader.check_keys(options, {"lr", "weight_decay", "betas", "momentum"}, f"optimizer.params[{i}]")
         groups.append(ParamGroupSpec(pattern=str(group["params"]), options=options))
     return OptimizerConfig(
-        type=section.get("type", "AdamW"),
-        lr=reader.typed(section.get("lr", 1e-4), float, "optimizer.lr"),
-        weight_decay=reader.typed(section.get("weight_decay", 1e-4), float, "optimizer.weight_decay"),
-        betas=tuple(section.get("betas", (0.9, 0.999))),
-        momentum=reader.typed(section.get("momentum", 0.9), float, "optimizer.momentum"),
+        type=section.get("type", OptimizerConfig.type),
+        lr=reader.typed(section.get("lr", OptimizerConfig.lr), float, "optimizer.lr"),
+        weight_decay=reader.typed(
+            section.get("weight_decay", OptimizerConfig.weight_decay), float, "optimizer.weight_decay"
+        ),
+        betas=tuple(section.get("betas", OptimizerConfig.betas)),
+        momentum=reader.typed(section.get("momentum", OptimizerConfig.momentum), float, "optimizer.momentum"),
         groups=tuple(groups),
     )
 
@@ -350,16 +352,18 @@ def _scheduler_config(reader: _Reader, raw: dict[str, Any]) -> SchedulerConfig:
     warm = dict(reader.section(raw, "lr_warmup_scheduler"))
     reader.check_keys(sched, {"type", "milestones", "gamma"}, "lr_scheduler")
     reader.check_keys(warm, {"type", "warmup_duration"}, "lr_warmup_scheduler")
-    kind = raw.get("lrsheduler") or sched.get("type", "MultiStepLR")
+    kind = raw.get("lrsheduler") or sched.get("type", SchedulerConfig.type)
     return SchedulerConfig(
         type=kind,
-        milestones=tuple(sched.get("milestones", (1000,))),
-        gamma=reader.typed(sched.get("gamma", 0.1), float, "lr_scheduler.gamma"),
-        warmup_duration=reader.typed(warm.get("warmup_duration", 0), int, "lr_warmup_scheduler.warmup_duration"),
-        lr_gamma=reader.typed(raw.get("lr_gamma", 0.5), float, "lr_gamma"),
-        warmup_iter=reader.typed(raw.get("warmup_iter", 2000), int, "warmup_iter"),
-        flat_epoch=reader.typed(raw.get("flat_epoch", 0), int, "flat_epoch"),
-        no_aug_epoch=reader.typed(raw.get("no_aug_epoch", 0), int, "no_aug_epoch"),
+        milestones=tuple(sched.get("milestones", SchedulerConfig.milestones)),
+        gamma=reader.typed(sched.get("gamma", SchedulerConfig.gamma), float, "lr_scheduler.gamma"),
+        warmup_duration=reader.typed(
+            warm.get("warmup_duration", SchedulerConfig.warmup_duration), int, "lr_warmup_scheduler.warmup_duration"
+        ),
+        lr_gamma=reader.typed(raw.get("lr_gamma", SchedulerConfig.lr_gamma), float, "lr_gamma"),
+        warmup_iter=reader.typed(raw.get("warmup_iter", SchedulerConfig.warmup_iter), int, "warmup_iter"),
+        flat_epoch=reader.typed(raw.get("flat_epoch", SchedulerConfig.flat_epoch), int, "flat_epoch"),
+        no_aug_epoch=reader.typed(raw.get("no_aug_epoch", SchedulerConfig.no_aug_epoch), int, "no_aug_epoch"),
     )
 
 
@@ -422,7 +426,7 @@ def train_config_from_dict(raw: dict[str, Any], source: str = "<dict>") -> Train
     ema_raw = dict(reader.section(raw, "ema"))
     ema_raw.pop("type", None)
     ema = _dataclass_from(reader, EMAConfig, ema_raw, "ema")
-    ema = EMAConfig(bool(raw.get("use_ema", False)), ema.decay, ema.warmups, ema.start)
+    ema = EMAConfig(bool(raw.get("use_ema", EMAConfig.enabled)), ema.decay, ema.warmups, ema.start)
     # the official section is DFINEPostProcessor; PostProcessor is accepted too
     post = {**reader.section(raw, "PostProcessor"), **reader.section(raw, "DFINEPostProcessor")}
     reader.check_keys(post, {"num_top_queries", "use_focal_loss", "remap_mscoco_category"}, "DFINEPostProcessor")

@@ -83,8 +83,8 @@ def save_eval_report(
     class_names: list[str],
     confusion: np.ndarray | None = None,
 ) -> list[Path]:
-    """Write ``metrics.json``, ``per_class_ap.csv`` and, with matplotlib, ``pr_curves.png`` and
-    ``confusion_matrix.png`` into ``out_dir``; returns the files written."""
+    """Write ``metrics.json``, ``per_class_ap.csv`` and, with matplotlib, ``pr_curves.png``,
+    ``confusion_matrix.png`` and ``confusion_matrix_normalized.png`` into ``out_dir``; returns the files written."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written = []
@@ -106,36 +106,6 @@ def save_eval_report(
     if confusion is not None and len(class_names) <= 100:
         written.append(_confusion_plot(plt, confusion, class_names, False, out / "confusion_matrix.png"))
         written.append(_confusion_plot(plt, confusion, class_names, True, out / "confusion_matrix_normalized.png"))
-    return written
-    if result.precision is not None and result.precision.ndim == 5:
-        fig, ax = plt.subplots(figsize=(6, 5))
-        recall = np.linspace(0, 1, result.precision.shape[1])
-        for k, name in enumerate(class_names[: result.precision.shape[2]]):
-            curve = result.precision[0, :, k, 0, -1]  # IoU 0.5, area all, maxDets 100
-            if (curve > -1).any():
-                ax.plot(recall, np.clip(curve, 0, 1), label=name)
-        ax.set(xlabel="recall", ylabel="precision", title="precision-recall @ IoU 0.5", xlim=(0, 1), ylim=(0, 1.02))
-        if len(class_names) <= 20:
-            ax.legend(fontsize=7, loc="lower left")
-        fig.tight_layout()
-        fig.savefig(out / "pr_curves.png", dpi=100)
-        plt.close(fig)
-        written.append(out / "pr_curves.png")
-    if confusion is not None and len(class_names) <= 100:
-        labels = [*class_names, "background"]
-        fig, ax = plt.subplots(figsize=(1.5 + 0.4 * len(labels), 1.2 + 0.4 * len(labels)))
-        ax.imshow(confusion, cmap="Blues")
-        ax.set_xticks(range(len(labels)), labels, rotation=90, fontsize=7)
-        ax.set_yticks(range(len(labels)), labels, fontsize=7)
-        ax.set(xlabel="predicted", ylabel="true", title="confusion matrix (IoU 0.5, score 0.25)")
-        if len(labels) <= 30:
-            for (i, j), value in np.ndenumerate(confusion):
-                if value:
-                    ax.text(j, i, str(value), ha="center", va="center", fontsize=6)
-        fig.tight_layout()
-        fig.savefig(out / "confusion_matrix.png", dpi=100)
-        plt.close(fig)
-        written.append(out / "confusion_matrix.png")
     return written
 
 

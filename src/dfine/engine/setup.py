@@ -11,7 +11,7 @@ import dataclasses
 import json
 import logging
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -226,15 +226,12 @@ def _refuse_another_model(path: str, cfg: TrainConfig) -> None:
         )
 
 
-def build_trainer(cfg: TrainConfig, run: RunOptions) -> tuple[Trainer, dict[str, Any]]:
-    """Everything for one run, and a description of it (class names, sizes) for logging."""
-    run = dataclasses.replace(run, resume=_local_weights(run.resume), tuning=_local_weights(run.tuning))
+def _effective_config(cfg: TrainConfig, run: RunOptions, device: torch.device) -> TrainConfig:
+    """``cfg`` with the command line's ``--use-amp`` / ``--seed``, and fp32 where the CPU has no native bf16."""
     if run.use_amp is not None:
         cfg = dataclasses.replace(cfg, use_amp=run.use_amp)
     if run.seed is not None:
         cfg = dataclasses.replace(cfg, seed=run.seed)
-    output_dir = Path(run.output_dir or cfg.output_dir)
-    device = init_distributed(run.device or cfg.device)
     if cfg.use_amp and device.type == "cpu" and not cpu_has_native_bf16():
         if is_main_process():
             logger.info(
@@ -242,8 +239,11 @@ def build_trainer(cfg: TrainConfig, run: RunOptions) -> tuple[Trainer, dict[str,
                 "times slower than fp32 (15 vs 2 s per step measured); training in fp32"
             )
         cfg = dataclasses.replace(cfg, use_amp=False)
-    seed_everything(cfg.seed)
+    return cfg
 
+
+def _datasets(cfg: TrainConfig, run: RunOptions) -> tuple[CocoDetection | None, CocoDetection, CategoryMap]:
+    """The train split (None for an evaluation), the val split and the label <-> category map they share."""
     train_set = None if run.test_only else _dataset(cfg, cfg.train, True, None)
     category_map = train_set.category_map if train_set is not None else None
     val_set = _dataset(cfg, cfg.val, False, category_map)
@@ -253,7 +253,14 @@ def build_trainer(cfg: TrainConfig, run: RunOptions) -> tuple[Trainer, dict[str,
             f"{cfg.source}: num_classes is {cfg.model.num_classes} but the dataset has {category_map.num_classes} "
             f"categories ({', '.join(category_map.class_names[:8])}...); set num_classes: {category_map.num_classes}"
         )
+    return train_set, val_set, category_map
 
+
+def _model_and_ema(
+    cfg: TrainConfig, run: RunOptions, device: torch.device, category_map: CategoryMap
+) -> tuple[DFINE, nn.Module, ModelEMA | None]:
+    """The model (starting weights: ImageNet backbone, or ``-t`` weights), the module that trains it (DDP-wrapped
+    when distributed) and its EMA."""
     with _naming(cfg.source):
         model = DFINE.from_config(cfg.model)
     if cfg.pretrained_backbone and not (run.resume or run.tuning):
@@ -275,17 +282,19 @@ def build_trainer(cfg: TrainConfig, run: RunOptions) -> tuple[Trainer, dict[str,
         train_model = nn.parallel.DistributedDataParallel(
             model, device_ids=ids, find_unused_parameters=cfg.find_unused_parameters
         )
+    return model, train_model, ema
 
+
+def _optimisation(cfg: TrainConfig, model: nn.Module, steps_per_epoch: int):
+    """``(optimizer, epoch scheduler, warm-up, per-iteration scheduler)`` of the config's optimizer section."""
     o = cfg.optimizer
     with _naming(cfg.source):
         optimizer = build_optimizer(model, o.type, o.lr, o.weight_decay, o.betas, o.momentum, list(o.groups))
-    train_loader = _loader(train_set, cfg.train, True, cfg.seed) if train_set is not None else []
-    val_loader = _loader(val_set, cfg.val, False, cfg.seed)
-    # schedules count optimizer steps: with accumulation, one per grad_accum_steps batches (and the tail)
-    iters = max(1, math.ceil(len(train_loader) / max(1, cfg.grad_accum_steps))) if train_set is not None else 1
-    with _naming(cfg.source):
-        lr_scheduler, warmup, iteration_scheduler = _schedules(cfg, optimizer, iters)
+        return (optimizer, *_schedules(cfg, optimizer, steps_per_epoch))
 
+
+def _epoch_setter(train_set: CocoDetection | None, train_loader) -> Callable[[int], None]:
+    """What the trainer calls at each epoch start: the augmentation schedule and the distributed sampler."""
     schedule = getattr(train_set, "schedule", None)
 
     def set_epoch(epoch: int) -> None:
@@ -295,7 +304,12 @@ def build_trainer(cfg: TrainConfig, run: RunOptions) -> tuple[Trainer, dict[str,
         if isinstance(sampler, DistributedSampler):
             sampler.set_epoch(epoch)
 
-    metadata = {
+    return set_epoch
+
+
+def _metadata(cfg: TrainConfig, category_map: CategoryMap) -> dict[str, Any]:
+    """What every checkpoint carries besides the weights (class names, category ids, the model config)."""
+    return {
         "class_names": list(category_map.class_names),
         "category_ids": list(category_map.category_ids),
         "num_classes": category_map.num_classes,
@@ -304,18 +318,70 @@ def build_trainer(cfg: TrainConfig, run: RunOptions) -> tuple[Trainer, dict[str,
         "remap_mscoco_category": cfg.remap_mscoco_category,
         "config_source": cfg.source,
     }
+
+
+def _run_folder(cfg: TrainConfig, run: RunOptions, output_dir: Path):
+    """Create the run folder with the run's ``config.yml``; returns the tensorboard writer (None if unavailable)."""
+    if not is_main_process() or run.test_only:
+        return None
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise OSError(
+            f"cannot create the run folder {output_dir} ({err.strerror}); set output_dir or --output-dir to a "
+            "writable folder"
+        ) from None
+    (output_dir / "config.yml").write_text(yaml.safe_dump(cfg.raw, sort_keys=False))
+    return _summary_writer(run.summary_dir or cfg.summary_dir or str(output_dir / "summary"))
+
+
+def _trainer_options(cfg: TrainConfig, run: RunOptions, category_map: CategoryMap) -> TrainerOptions:
+    return TrainerOptions(
+        epochs=cfg.epochs,
+        clip_max_norm=cfg.clip_max_norm,
+        use_amp=cfg.use_amp,
+        grad_accum_steps=cfg.grad_accum_steps,
+        stop_epoch=cfg.train.collate.stop_epoch,
+        ema_restart_decay=cfg.train.collate.ema_restart_decay,
+        checkpoint_freq=cfg.checkpoint_freq,
+        print_freq=cfg.print_freq,
+        seed=cfg.seed,
+        early_stopping_patience=cfg.early_stopping_patience,
+        eval_freq=cfg.eval_freq,
+        channels_last=cfg.channels_last,
+        coco_block_on_console=run.coco_block_on_console,
+        metadata=_metadata(cfg, category_map),
+    )
+
+
+def _start_from_checkpoint(trainer: Trainer, model: DFINE, ema: ModelEMA | None, cfg: TrainConfig, run: RunOptions):
+    """``-r``: resume the run, or (``--test-only``) load the weights to evaluate."""
+    _refuse_another_model(run.resume, cfg)
+    if not run.test_only:
+        trainer.resume(run.resume)
+        return
+    fix = f"Evaluate it with the config it was trained with (-c), not {cfg.source}."
+    report = load_checkpoint(model, run.resume, strict=True, fix=fix)
+    if ema is not None:
+        ema.module.load_state_dict(model.state_dict())
+    if is_main_process():
+        logger.info("evaluating %s (%s weights)", run.resume, report.source)
+
+
+def build_trainer(cfg: TrainConfig, run: RunOptions) -> tuple[Trainer, dict[str, Any]]:
+    """Everything for one run, and a description of it (class names, sizes) for logging."""
+    run = dataclasses.replace(run, resume=_local_weights(run.resume), tuning=_local_weights(run.tuning))
+    output_dir = Path(run.output_dir or cfg.output_dir)
+    device = init_distributed(run.device or cfg.device)
+    cfg = _effective_config(cfg, run, device)
+    seed_everything(cfg.seed)
+    train_set, val_set, category_map = _datasets(cfg, run)
+    model, train_model, ema = _model_and_ema(cfg, run, device, category_map)
+    train_loader = _loader(train_set, cfg.train, True, cfg.seed) if train_set is not None else []
+    # schedules count optimizer steps: with accumulation, one per grad_accum_steps batches (and the tail)
+    steps = max(1, math.ceil(len(train_loader) / max(1, cfg.grad_accum_steps))) if train_set is not None else 1
+    optimizer, lr_scheduler, warmup, iteration_scheduler = _optimisation(cfg, model, steps)
     evaluator = CocoEvaluator(val_set.coco_gt_dict(), list(category_map.category_ids), list(category_map.class_names))
-    writer = None
-    if is_main_process() and not run.test_only:
-        try:
-            output_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as err:
-            raise OSError(
-                f"cannot create the run folder {output_dir} ({err.strerror}); set output_dir or --output-dir to a "
-                "writable folder"
-            ) from None
-        (output_dir / "config.yml").write_text(yaml.safe_dump(cfg.raw, sort_keys=False))
-        writer = _summary_writer(run.summary_dir or cfg.summary_dir or str(output_dir / "summary"))
     trainer = Trainer(
         model=train_model,
         criterion=_criterion(cfg).to(device),
@@ -325,41 +391,17 @@ def build_trainer(cfg: TrainConfig, run: RunOptions) -> tuple[Trainer, dict[str,
         warmup=warmup,
         ema=ema,
         train_loader=train_loader,
-        val_loader=val_loader,
+        val_loader=_loader(val_set, cfg.val, False, cfg.seed),
         evaluator=evaluator,
         device=device,
         output_dir=output_dir,
-        options=TrainerOptions(
-            epochs=cfg.epochs,
-            clip_max_norm=cfg.clip_max_norm,
-            use_amp=cfg.use_amp,
-            grad_accum_steps=cfg.grad_accum_steps,
-            stop_epoch=cfg.train.collate.stop_epoch,
-            ema_restart_decay=cfg.train.collate.ema_restart_decay,
-            checkpoint_freq=cfg.checkpoint_freq,
-            print_freq=cfg.print_freq,
-            seed=cfg.seed,
-            early_stopping_patience=cfg.early_stopping_patience,
-            eval_freq=cfg.eval_freq,
-            channels_last=cfg.channels_last,
-            coco_block_on_console=run.coco_block_on_console,
-            metadata=metadata,
-        ),
-        set_epoch=set_epoch,
-        writer=writer,
+        options=_trainer_options(cfg, run, category_map),
+        set_epoch=_epoch_setter(train_set, train_loader),
+        writer=_run_folder(cfg, run, output_dir),
         iteration_scheduler=iteration_scheduler,
     )
     if run.resume:
-        _refuse_another_model(run.resume, cfg)
-        if run.test_only:
-            fix = f"Evaluate it with the config it was trained with (-c), not {cfg.source}."
-            report = load_checkpoint(model, run.resume, strict=True, fix=fix)
-            if ema is not None:
-                ema.module.load_state_dict(model.state_dict())
-            if is_main_process():
-                logger.info("evaluating %s (%s weights)", run.resume, report.source)
-        else:
-            trainer.resume(run.resume)
+        _start_from_checkpoint(trainer, model, ema, cfg, run)
     description = {
         "device": str(device),
         "world_size": get_world_size(),

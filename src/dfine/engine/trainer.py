@@ -297,6 +297,33 @@ class Trainer:
             return f"loss exploded to {loss:.4g} ({ratio:.0f}x the median {median:.4g} of the last {len(recent) - 1})"
         return None
 
+    def _check_step(self, loss: torch.Tensor, outputs: dict, epoch: int, step: int) -> None:
+        """Stop on a non-finite or exploding loss, or non-finite predictions, naming the last good checkpoint."""
+        # the criterion maps NaN terms to 0 (official behaviour), so also look at the predictions
+        finite_outputs = bool(
+            torch.isfinite(outputs["pred_boxes"]).all() and torch.isfinite(outputs["pred_logits"]).all()
+        )
+        exploded = self._exploded(float(loss.detach())) if finite_outputs and torch.isfinite(loss) else None
+        if torch.isfinite(loss) and finite_outputs and not exploded:
+            return
+        last = self.output_dir / "last.pth"
+        what = f"loss became {loss.item()}" if finite_outputs else "the predictions became NaN/inf"
+        raise NonFiniteLossError(
+            f"{exploded or what} at epoch {epoch}, step {step} (global step {self.global_step}); "
+            + (f"the last good checkpoint is {last}" if last.exists() else "no checkpoint was written yet")
+            + ". Lower the learning rate, check the data with `dfine data check`, or disable --use-amp."
+        )
+
+    def _after_optimizer_step(self) -> None:
+        """EMA update, warm-up and per-iteration schedule steps, in the official order."""
+        if self.ema is not None:
+            self.ema.update(self.model)
+        if self.warmup is not None:
+            self.warmup.step()
+        if self.iteration_scheduler is not None:
+            self.iteration_scheduler.step()
+        self.global_step += 1
+
     def train_one_epoch(self, epoch: int) -> dict[str, float]:
         """One pass over ``train_loader``; returns the mean of each loss term and the final LR."""
         self.model.train()
@@ -316,19 +343,7 @@ class Trainer:
                 outputs = _to_float(outputs)
                 loss_dict = self.criterion(outputs, targets)
             loss = sum(loss_dict.values())
-            # the criterion maps NaN terms to 0 (official behaviour), so also look at the predictions
-            finite_outputs = bool(
-                torch.isfinite(outputs["pred_boxes"]).all() and torch.isfinite(outputs["pred_logits"]).all()
-            )
-            exploded = self._exploded(float(loss.detach())) if finite_outputs and torch.isfinite(loss) else None
-            if not torch.isfinite(loss) or not finite_outputs or exploded:
-                last = self.output_dir / "last.pth"
-                what = f"loss became {loss.item()}" if finite_outputs else "the predictions became NaN/inf"
-                raise NonFiniteLossError(
-                    f"{exploded or what} at epoch {epoch}, step {step} (global step {self.global_step}); "
-                    + (f"the last good checkpoint is {last}" if last.exists() else "no checkpoint was written yet")
-                    + ". Lower the learning rate, check the data with `dfine data check`, or disable --use-amp."
-                )
+            self._check_step(loss, outputs, epoch, step)
             scaled = loss / accum
             if self.scaler is not None:
                 self.scaler.scale(scaled).backward()
@@ -338,13 +353,7 @@ class Trainer:
             stepped = (step + 1) % accum == 0 or (num_batches is not None and step + 1 == num_batches)
             if stepped:
                 self._optimizer_step()
-                if self.ema is not None:
-                    self.ema.update(self.model)
-                if self.warmup is not None:
-                    self.warmup.step()
-                if self.iteration_scheduler is not None:
-                    self.iteration_scheduler.step()
-                self.global_step += 1
+                self._after_optimizer_step()
 
             # terms can differ between ranks (no denoising terms for a batch without boxes): average
             # only the total over ranks, and log the terms of this rank
