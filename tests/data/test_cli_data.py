@@ -72,3 +72,19 @@ def test_convert_yolo_and_voc_to_coco_json(tmp_path, capsys):
     assert data["images"][0]["width"] == 50  # no <size>: read from the image
     assert data["annotations"][0]["bbox"] == [0.0, 0.0, 10.0, 20.0]
     assert "img_folder:" in capsys.readouterr().out
+
+
+def test_check_finds_every_split_of_a_roboflow_export(tmp_path, capsys):
+    out = tmp_path / "synth"
+    assert main(["synth", "--out", str(out), "--train", "3", "--val", "2", "--image-size", "64"]) == 0
+    export = tmp_path / "export"
+    for split, source in (("train", "train"), ("valid", "val"), ("test", "val")):
+        (export / split).mkdir(parents=True)
+        for image in (out / "images" / source).iterdir():
+            (export / split / image.name).write_bytes(image.read_bytes())
+        data = (out / "annotations" / f"instances_{source}.json").read_text()
+        (export / split / "_annotations.coco.json").write_text(data)
+    capsys.readouterr()
+    assert main(["check", str(export)]) == 0
+    text = capsys.readouterr().out
+    assert "[train]" in text and "[val, found as 'valid']" in text and "[test]" in text

@@ -27,6 +27,7 @@ from ..data.yolo import read_data_yaml, yolo_split_to_coco
 __all__ = ["add_data_commands", "main", "run_check", "run_convert", "run_synth"]
 
 DEFAULT_SPLITS = ("train", "val")
+CHECKED_SPLITS = ("train", "val", "test")  # what `data check` looks for ("val" also as "valid" / "validation")
 _YOLO_YAMLS = ("data.yaml", "data.yml", "dataset.yaml", "dataset.yml")
 
 
@@ -117,7 +118,7 @@ def _layouts(args: argparse.Namespace) -> list[tuple[str, DatasetLayout]]:
     if args.dataset.is_file():
         folder = args.img_folder or guess_img_folder(args.dataset)
         return [(args.dataset.name, DatasetLayout("coco", folder, args.dataset))]
-    splits = args.split or DEFAULT_SPLITS
+    splits = args.split or CHECKED_SPLITS
     found = []
     for split in splits:
         try:
@@ -143,7 +144,8 @@ def run_check(args: argparse.Namespace) -> int:
     failed = False
     for split, layout in _layouts(args):
         report = _check_layout(layout, image_check)
-        print(f"[{split}] ({layout.kind} layout, images in {layout.img_folder})")
+        named = f"{split}, found as '{layout.split}'" if layout.split and layout.split != split else split
+        print(f"[{named}] ({layout.kind} layout, images in {layout.img_folder})")
         print(report.format(max_per_kind=args.max_list))
         failed |= bool(report.errors) or (args.strict and bool(report.warnings))
     print("check failed" if failed else "check passed")
