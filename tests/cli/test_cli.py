@@ -427,3 +427,13 @@ def test_predict_with_weights_of_no_preset_advises_flags_predict_has(capsys, tmp
                           "--source", str(tmp_path / "images"), "--out", str(tmp_path / "out"))  # fmt: skip
     _assert_one_line_error(status, err, "--size")
     assert " -c " not in err.replace("dfine export -c", "")
+
+
+def test_one_vocabulary_for_the_threshold_and_the_version(capsys):
+    from dfine.cli.main import _build_parser
+
+    args = _build_parser().parse_args(["predict", "--size", "n", "--demo", "--out", "x", "--conf-threshold", "0.4"])
+    assert args.conf == 0.4  # --conf-threshold is the API's conf_threshold; --conf stays
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0 and capsys.readouterr().out.startswith("dfine ")

@@ -80,7 +80,14 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     source.add_argument("--demo", action="store_true", help="run on a generated image (no download)")
     predict.add_argument("--out", type=Path, required=True, help="output folder")
-    predict.add_argument("--conf", type=score_threshold, default=0.25, help="score threshold (default 0.25)")
+    predict.add_argument(
+        "--conf",
+        "--conf-threshold",
+        dest="conf",
+        type=score_threshold,
+        default=0.25,
+        help="score threshold, conf_threshold in the Python API (default 0.25)",
+    )
     predict.add_argument("--device", help="cpu, cuda, cuda:N (default: cuda if available, else cpu)")
     predict.add_argument(
         "--image-size", type=int, default=None, help="model input side (default: the model's, 640 for official)"

@@ -30,7 +30,14 @@ def add_track_command(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--source", required=True, help="video file, folder of frames, camera index or stream URL")
     parser.add_argument("--out", type=Path, required=True, help="output folder (annotated video + MOT text)")
     parser.add_argument("--tracker", choices=tuple(TRACKERS), default="bytetrack", help="default: bytetrack")
-    parser.add_argument("--conf", type=score_threshold, default=0.1, help="detections given to the tracker (0.1)")
+    parser.add_argument(
+        "--conf",
+        "--conf-threshold",
+        dest="conf",
+        type=score_threshold,
+        default=0.1,
+        help="detections given to the tracker, conf_threshold in DFINE.track (0.1)",
+    )
     parser.add_argument("--image-size", type=int, help="model input side, a multiple of 32 (default: the model's)")
     parser.add_argument("--trail", type=int, default=30, help="frames of trail drawn per track (default 30)")
     parser.add_argument("--device", help="cpu, cuda, cuda:N (default: cuda if available, else cpu)")
