@@ -14,6 +14,7 @@ classes: the shapes are scored as whatever COCO class they resemble, which is wh
 Usage::
 
     python benchmarks/video_fps.py --frames 150 --threads 2 [--json out.json]
+    python benchmarks/video_fps.py --frames 150 --threads 2 --conf 0.02 --activation 0.02   # many tracks: stress
 """
 
 from __future__ import annotations
@@ -68,7 +69,7 @@ def write_clip(path: Path, frames: int) -> Path:
     return path
 
 
-def run_clip(backend, clip: Path, out: Path, warmup: int, conf: float) -> dict:
+def run_clip(backend, clip: Path, out: Path, warmup: int, conf: float, activation: float | None) -> dict:
     """Seconds per stage (summed over the counted frames), frames counted, detections and tracks seen."""
     detector = BackendDetector(backend)
     side = detector.image_size
@@ -76,7 +77,12 @@ def run_clip(backend, clip: Path, out: Path, warmup: int, conf: float) -> dict:
     counted = detections = 0
     track_ids: set[int] = set()
     with VideoReader(clip) as reader, VideoWriter(out, reader.fps, reader.size) as writer:
-        tracker, trails, frames = Tracker("bytetrack", frame_rate=reader.fps), Trails(), iter(reader)
+        options = (
+            {}
+            if activation is None
+            else {"track_activation_threshold": activation, "high_conf_det_threshold": activation}
+        )
+        tracker, trails, frames = Tracker("bytetrack", frame_rate=reader.fps, **options), Trails(), iter(reader)
         for index in range(reader.frame_count):
             marks = [time.perf_counter()]
             image = next(frames)
@@ -108,6 +114,9 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--conf", type=float, default=0.1, help="detections given to the tracker (dfine track's)")
+    parser.add_argument(
+        "--activation", type=float, help="ByteTrack's activation and high-score thresholds (default: its 0.7 / 0.6)"
+    )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -125,7 +134,7 @@ def main() -> None:
             "openvino": OpenVINOBackend(export_openvino(onnx_file, work / "n.xml", metadata), threads=args.threads),
         }
         for name, backend in backends.items():
-            result = run_clip(backend, clip, work / f"{name}.mp4", args.warmup, args.conf)
+            result = run_clip(backend, clip, work / f"{name}.mp4", args.warmup, args.conf, args.activation)
             total = sum(result["seconds"].values())
             shares = "  ".join(f"{stage} {100 * s / total:4.1f}%" for stage, s in result["seconds"].items())
             print(
