@@ -90,3 +90,17 @@ def test_no_box_line_crosses_a_label():
     # the middle box's left edge (x = 30) runs through the weak box's label above it; the label stays whole
     assert drawn.getpixel((30, 5 + 40 - 12)) != PALETTE[1]
     assert drawn.getpixel((30, 150)) == PALETTE[1]  # the edge itself is drawn
+
+
+@pytest.mark.parametrize("style", ["dfine", "supervision"])
+def test_low_confidence_detections_can_be_faded(style):
+    if style == "supervision":
+        pytest.importorskip("supervision")
+    boxes = [(20.0, 40.0, 100.0, 120.0), (150.0, 40.0, 230.0, 120.0)]
+    args = (boxes, [0.9, 0.2], [0, 1], ["sure", "unsure"])
+    faded = draw(Image.new("RGB", (260, 160), "white"), *args, style=style, fade_below=0.5)
+    plain = draw(Image.new("RGB", (260, 160), "white"), *args, style=style)
+    assert faded.getpixel((20, 80)) == plain.getpixel((20, 80)) == PALETTE[0]  # the confident box: full colour
+    edge = faded.getpixel((150, 80))  # the unsure box's left edge: 35 % of its colour over the white image
+    expected = tuple(round(0.35 * c + 0.65 * 255) for c in PALETTE[1])
+    assert plain.getpixel((150, 80)) == PALETTE[1] and all(abs(a - b) <= 2 for a, b in zip(edge, expected))

@@ -221,6 +221,9 @@ def resolve_style(style: str) -> str:
     return style
 
 
+LOW_CONFIDENCE_OPACITY = 0.35  # how strongly a faded (low-confidence) detection shows through
+
+
 def draw(
     image: Image.Image,
     boxes: Sequence[Box],
@@ -230,7 +233,24 @@ def draw(
     track_ids: Sequence[int | None] | None = None,
     trails: Trails | None = None,
     style: str = "auto",
+    fade_below: float | None = None,
 ) -> Image.Image:
-    """The detections drawn on ``image`` by the drawer ``style`` names (:func:`resolve_style`)."""
+    """The detections drawn on ``image`` by the drawer ``style`` names (:func:`resolve_style`).
+
+    ``fade_below``: detections scoring below it are drawn first and faded (35 % opacity), so they stay visible
+    without competing with the confident ones; None draws every detection alike.
+    """
     drawer = draw_detections_supervision if resolve_style(style) == "supervision" else draw_detections
-    return drawer(image, boxes, scores, labels, names, track_ids, trails)
+    ids = list(track_ids) if track_ids is not None else [None] * len(boxes)
+    if fade_below is None:
+        return drawer(image, boxes, scores, labels, names, ids, trails)
+    low = [i for i, score in enumerate(scores) if score < fade_below]
+    high = [i for i, score in enumerate(scores) if score >= fade_below]
+
+    def pick(indices: list[int]) -> tuple[list, ...]:
+        return tuple([values[i] for i in indices] for values in (boxes, scores, labels, names, ids))
+
+    if low:
+        faded = drawer(image.copy(), *pick(low))
+        image = Image.blend(image, faded.convert(image.mode), LOW_CONFIDENCE_OPACITY)
+    return drawer(image, *pick(high), trails)

@@ -223,13 +223,17 @@ class Prediction:
         )
 
     def draw(
-        self, trails: Mapping[int, Sequence[tuple[float, float]]] | None = None, style: str = "auto"
+        self,
+        trails: Mapping[int, Sequence[tuple[float, float]]] | None = None,
+        style: str = "auto",
+        fade_below: float | None = None,
     ) -> Image.Image:
         """A copy of the image with each box and its ``"name score"`` label (:mod:`dfine.drawing`); tracked
         detections are labelled ``#id`` and coloured by track, with ``trails`` (track id -> recent centres).
 
         ``style``: ``"auto"`` (supervision's annotators when installed, else the built-in drawer), ``"dfine"`` or
-        ``"supervision"``."""
+        ``"supervision"``. ``fade_below``: detections scoring below it are drawn faded (see :func:`dfine.drawing.draw`).
+        """
         if self.image is not None:
             image = self.image.copy()
         elif self.source is not None:
@@ -245,6 +249,7 @@ class Prediction:
             self._track_list(),
             trails,
             style,
+            fade_below,
         )
 
     def save(self, path: str | Path, style: str = "auto") -> Path:
