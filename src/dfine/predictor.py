@@ -332,10 +332,18 @@ class DFINE:
         self._data = Path(data)
         return result
 
-    def val(self, data: str | Path | None = None, *, batch_size: int = 8, output_dir: str | Path | None = None):
-        """COCO metrics (``AP``, ``AP50``, ... and ``per_class_ap``) of this detector on ``data``'s validation split
-        (default: the data of the last :meth:`train`); the report (curves, confusion matrix, detections) goes to
-        ``output_dir`` (default: ``runs/val/<dataset name>``)."""
+    def val(
+        self,
+        data: str | Path | None = None,
+        split: str = "val",
+        *,
+        batch_size: int = 8,
+        output_dir: str | Path | None = None,
+    ) -> dict[str, Any]:
+        """COCO metrics (``AP``, ``AP50``, ... and ``per_class_ap``) of this detector on a split of ``data`` (default:
+        the data of the last :meth:`train`): ``val`` (found as ``valid``/``validation`` too; a dataset without one
+        is scored on ``test``, then ``train``), or ``test`` / ``train`` by name. The report (curves, confusion
+        matrix, detections) goes to ``output_dir`` (default: ``runs/val/<dataset name>``)."""
         from .engine.recipe_run import evaluate_on_data, prepare_run
         from .engine.setup import RunOptions
 
@@ -354,6 +362,7 @@ class DFINE:
             batch_size=batch_size,
             pretrained_backbone=False,
             overrides=_model_overrides(self.info),
+            val_split=None if split == "val" else split,
         )
         if classes.class_names != tuple(self.class_names):
             raise ValueError(

@@ -65,3 +65,12 @@ def test_what_is_not_a_dataset(tmp_path, name, message):
     (tmp_path / "notes.txt").write_text("x")
     with pytest.raises((FileNotFoundError, ValueError), match=message):
         find_dataset(tmp_path / name)
+
+
+def test_a_named_split_is_used_or_refused(tmp_path):
+    for split in ("train", "valid", "test"):
+        _coco_split(tmp_path / split, tmp_path / split / "_annotations.coco.json")
+    assert find_dataset(tmp_path, val_split="test").val.annotations == tmp_path / "test" / "_annotations.coco.json"
+    assert find_dataset(tmp_path, val_split="train").val_split == "train"
+    with pytest.raises(FileNotFoundError, match="no 'holdout' split found"):
+        find_dataset(tmp_path, val_split="holdout")

@@ -139,6 +139,8 @@ def test_coco_layout_with_sparse_category_ids(coco_run):
     assert "coco dataset" in said and "val (val)" in said and "D-FINE-N at 64 px: 2 epochs" in said
     metrics = detector.val()  # the data of the last train()
     assert set(metrics) >= {"AP", "AP50", "per_class_ap"} and set(metrics["per_class_ap"]) == set(CLASSES)
+    on_train = detector.val(split="train")
+    assert on_train["AP"] >= 0 and on_train != metrics  # 8 training images, not the 3 val ones
 
 
 def test_roboflow_export_from_trained_weights(shapes, coco_run, tmp_path, capsys):

@@ -63,6 +63,7 @@ def _add_data_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--image-size", type=int, help="input side, a multiple of 32 (default: the model's)")
     group.add_argument("--batch-size", type=int, default=8, help="images per step (default 8)")
     group.add_argument("--workers", type=int, default=2, help="data-loading processes (default 2)")
+    group.add_argument("--split", default="val", help="dfine val --data: the split to score (val, test, train)")
 
 
 def _detector(source: str):
@@ -99,7 +100,7 @@ def run_data(args: argparse.Namespace, test_only: bool) -> int:
         source = args.weights or args.model
         if source is None:
             raise ValueError("dfine val --data needs the weights to evaluate: --weights CHECKPOINT")
-        metrics = _detector(source).val(args.data, batch_size=args.batch_size, output_dir=args.output_dir)
+        metrics = _detector(source).val(args.data, args.split, batch_size=args.batch_size, output_dir=args.output_dir)
         print(f"AP {metrics['AP']:.4f}  AP50 {metrics['AP50']:.4f}  AP75 {metrics['AP75']:.4f}")
         return 0
     detector = _detector(args.model or "n")

@@ -129,11 +129,12 @@ def _kind(layout: DatasetLayout) -> str:
     return layout.kind
 
 
-def find_dataset(data: str | Path) -> DatasetSplits:
+def find_dataset(data: str | Path, val_split: str | None = None) -> DatasetSplits:
     """The train and validation splits of ``data``: a dataset folder (:func:`detect_layout`), a YOLO data YAML or
     a COCO json (its images guessed by :func:`guess_img_folder`; it serves as both splits).
 
-    Validation is the ``val`` split (also named ``valid``/``validation``), else ``test``, else the training split.
+    Validation is ``val_split`` when given (``val``, ``test``, ``train``...: an error if the dataset lacks it), else the
+    ``val`` split (also named ``valid``/``validation``), else ``test``, else the training split.
 
     Raises:
         FileNotFoundError: ``data`` does not exist, or holds no training split (naming what was looked for).
@@ -158,6 +159,9 @@ def find_dataset(data: str | Path) -> DatasetSplits:
             return detect_layout(source, name)
 
     train = split_of("train")
+    if val_split is not None:
+        val = train if val_split == "train" else split_of(val_split)
+        return DatasetSplits(source, _kind(train), train, val, val.split or val_split)
     for name in ("val", "test"):
         try:
             val = split_of(name)

@@ -97,9 +97,11 @@ def prepare_run(
     pretrained_backbone: bool,
     num_workers: int = 2,
     overrides: dict[str, Any] | None = None,
+    val_split: str | None = None,
 ) -> tuple[TrainConfig, DatasetSplits, TrainingRecipe, CategoryMap]:
-    """The run's config (written to ``output_dir/config.yml`` by the trainer), dataset and recipe."""
-    splits = find_dataset(data)
+    """The run's config (written to ``output_dir/config.yml`` by the trainer), dataset and recipe (``val_split``: the
+    split to evaluate on, default the dataset's validation split)."""
+    splits = find_dataset(data, val_split)
     classes = _class_map(splits)
     output_dir = Path(output_dir)
     recipe = training_recipe(
