@@ -437,3 +437,19 @@ def test_one_vocabulary_for_the_threshold_and_the_version(capsys):
     with pytest.raises(SystemExit) as done:
         main(["--version"])
     assert done.value.code == 0 and capsys.readouterr().out.startswith("dfine ")
+
+
+def test_a_failing_input_keeps_the_results_before_it(capsys, tmp_path, official_n_weights, http_folder):
+    base, _ = http_folder
+    _write_images(tmp_path / "images")
+    out_dir = tmp_path / "out"
+    status, _, err = _run(
+        capsys, "predict", "--weights", str(official_n_weights), "--source", str(tmp_path / "images" / "wide.jpg"),
+        f"{base}/gone.jpg", "--out", str(out_dir), "--conf", "0.05", "--device", "cpu", "--image-size", "256",
+        "--batch-size", "1",
+    )  # fmt: skip
+    last = err.strip().splitlines()[-1]  # after the progress bar
+    assert status == 2 and last.startswith("dfine: error: ") and "HTTP 404" in last and "Traceback" not in err
+    assert "the results of the 1 image(s) and 0 frame(s) before it are in" in last
+    records = json.loads((out_dir / "predictions.json").read_text())
+    assert records and {Path(r["image_file"]).name for r in records} == {"wide.jpg"}

@@ -177,6 +177,39 @@ def _frames(reader: VideoReader, bar: tqdm) -> Iterator:
         yield frame
 
 
+def _predict_video(
+    detector: BackendDetector,
+    video: Path,
+    target: Path,
+    run: InferenceRun,
+    records: list[dict],
+    numbering: dict[str, int],
+    progress: bool,
+    options: dict,
+    draw_style: str,
+) -> None:
+    """Every frame of ``video`` detected, drawn into ``target`` and added to ``records`` (frames numbered on)."""
+    with (
+        VideoReader(video) as reader,
+        VideoWriter(target, reader.fps, reader.size) as writer,
+        tqdm(total=reader.frame_count or None, unit="frame", desc=video.name, disable=not progress) as bar,
+    ):
+        predictions = detector.iter_predict(_frames(reader, bar), **options)
+        for frame_index, prediction in enumerate(predictions):
+            writer.write(prediction.draw(style=draw_style))
+            image_id = run.images + run.frames
+            numbering[f"{video}#{frame_index}"] = image_id
+            records.extend(prediction.to_coco(image_id, video_file=str(video), frame=frame_index))
+            run.frames += 1
+
+
+def _write_results(run: InferenceRun, records: list[dict], numbering: dict[str, int] | None) -> None:
+    run.detections = len(records)
+    run.results_file.write_text(json.dumps(records, indent=1))
+    if numbering is not None:
+        (run.out_dir / IMAGE_IDS_FILE).write_text(json.dumps(numbering, indent=1))
+
+
 def run_inference(
     detector: BackendDetector,
     sources: Sequence[str | Path],
@@ -222,39 +255,32 @@ def run_inference(
     records: list[dict] = []
     numbering: dict[str, int] = {}
     taken: set[str] = set()
-    with tqdm(total=len(image_files), unit="img", desc="images", disable=not progress or not image_files) as bar:
-        predictions = detector.iter_predict(_images(image_files), conf_threshold, batch_size, image_size, resize=resize)
-        for index, (source, prediction) in enumerate(zip(image_files, predictions)):
-            name = source_file_name(source)
-            image_id = image_ids[name] if image_ids is not None else index
-            numbering[str(source)] = image_id
-            annotated = prediction.save(unique_path(out_dir, name, taken), style=draw_style)
-            run.outputs.append(annotated)
-            log(f"{source}: {len(prediction)} detections -> {annotated}")
-            records.extend(prediction.to_coco(image_id, image_file=str(source)))
-            run.images += 1
-            bar.update(1)
-    for video in video_files:
-        frames_before = run.frames
-        with VideoReader(video) as reader:
+    try:
+        with tqdm(total=len(image_files), unit="img", desc="images", disable=not progress or not image_files) as bar:
+            predictions = detector.iter_predict(
+                _images(image_files), conf_threshold, batch_size, image_size, resize=resize
+            )
+            for index, (source, prediction) in enumerate(zip(image_files, predictions)):
+                name = source_file_name(source)
+                image_id = image_ids[name] if image_ids is not None else index
+                numbering[str(source)] = image_id
+                annotated = prediction.save(unique_path(out_dir, name, taken), style=draw_style)
+                run.outputs.append(annotated)
+                log(f"{source}: {len(prediction)} detections -> {annotated}")
+                records.extend(prediction.to_coco(image_id, image_file=str(source)))
+                run.images += 1
+                bar.update(1)
+        for video in video_files:
+            frames_before = run.frames
             target = unique_path(out_dir, f"{video.stem}.mp4", taken)
-            total = reader.frame_count or None
-            with (
-                VideoWriter(target, reader.fps, reader.size) as writer,
-                tqdm(total=total, unit="frame", desc=video.name, disable=not progress) as bar,
-            ):
-                frames = _frames(reader, bar)
-                predictions = detector.iter_predict(frames, conf_threshold, batch_size, image_size, resize=resize)
-                for frame_index, prediction in enumerate(predictions):
-                    writer.write(prediction.draw(style=draw_style))
-                    image_id = run.images + run.frames
-                    numbering[f"{video}#{frame_index}"] = image_id
-                    records.extend(prediction.to_coco(image_id, video_file=str(video), frame=frame_index))
-                    run.frames += 1
-        run.outputs.append(target)
-        log(f"{video}: {run.frames - frames_before} frames -> {target}")
-    run.detections = len(records)
-    run.results_file.write_text(json.dumps(records, indent=1))
-    if image_ids is None:
-        (out_dir / IMAGE_IDS_FILE).write_text(json.dumps(numbering, indent=1))
+            _predict_video(detector, video, target, run, records, numbering, progress,
+                           dict(conf_threshold=conf_threshold, batch_size=batch_size, image_size=image_size,
+                                resize=resize), draw_style)  # fmt: skip
+            run.outputs.append(target)
+            log(f"{video}: {run.frames - frames_before} frames -> {target}")
+    except (ValueError, OSError) as err:  # keep what was done: the results of every input before the failing one
+        _write_results(run, records, numbering if image_ids is None else None)
+        done = f"{run.images} image(s) and {run.frames} frame(s)"
+        raise type(err)(f"{err} (the results of the {done} before it are in {run.results_file})") from None
+    _write_results(run, records, numbering if image_ids is None else None)
     return run
