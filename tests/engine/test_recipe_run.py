@@ -154,7 +154,14 @@ def test_roboflow_export_from_trained_weights(shapes, coco_run, tmp_path, capsys
     assert "fine-tuning from" in said and "loaded" in said  # started from the first run's weights
 
 
-@pytest.mark.parametrize("form", ["list_and_path", "dict_and_absolute", "roboflow_layout"])
+@pytest.mark.parametrize(
+    "form",
+    [  # the default run trains on one form (the CLI test on another); tests/data/test_layout.py reads them all
+        pytest.param("list_and_path", marks=pytest.mark.slow),
+        pytest.param("dict_and_absolute", marks=pytest.mark.slow),
+        "roboflow_layout",
+    ],
+)
 def test_yolo_data_yaml_forms(shapes, tmp_path, capsys, form):
     data = yolo_dataset(shapes, tmp_path / "yolo", form)
     detector, result = _train(data, tmp_path / "run")
