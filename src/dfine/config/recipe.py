@@ -154,25 +154,10 @@ def _param_groups(size: str, recipe: TrainingRecipe) -> list[dict[str, Any]]:
     ]
 
 
-def _transforms(side: int, train: bool, stop_epoch: int) -> dict[str, Any]:
-    resize = {"type": "Resize", "size": [side, side]}
-    to_tensor = {"type": "ConvertPILImage", "dtype": "float32", "scale": True}
-    if not train:
-        return {"type": "Compose", "ops": [resize, to_tensor]}
-    ops = [
-        {"type": "RandomPhotometricDistort", "p": 0.5},
-        {"type": "RandomZoomOut", "fill": 0},
-        {"type": "RandomIoUCrop", "p": 0.8},
-        {"type": "SanitizeBoundingBoxes", "min_size": 1},
-        {"type": "RandomHorizontalFlip"},
-        resize,
-        {"type": "SanitizeBoundingBoxes", "min_size": 1},
-        to_tensor,
-        {"type": "ConvertBoxes", "fmt": "cxcywh", "normalize": True},
-    ]
-    policy = {"name": "stop_epoch", "epoch": stop_epoch, "ops": ["RandomPhotometricDistort", "RandomZoomOut",
-                                                                  "RandomIoUCrop"]}  # fmt: skip
-    return {"type": "Compose", "ops": ops, "policy": policy}
+def _train_transforms(stop_epoch: int) -> dict[str, Any]:
+    """No ``ops``: the trainer then builds the official pipeline at ``eval_spatial_size`` (``train_transforms``), the
+    one place its ops and values live; the policy stops its three strong ops at ``stop_epoch``."""
+    return {"type": "Compose", "policy": {"name": "stop_epoch", "epoch": stop_epoch}}
 
 
 def recipe_config(
@@ -232,7 +217,7 @@ def recipe_config(
                 "type": "CocoDetection",
                 "img_folder": train[0],
                 "ann_file": train[1],
-                "transforms": _transforms(side, True, recipe.stop_epoch),
+                "transforms": _train_transforms(recipe.stop_epoch),
             },  # fmt: skip
             "total_batch_size": recipe.batch_size,
             "num_workers": num_workers,
@@ -252,7 +237,6 @@ def recipe_config(
                 "type": "CocoDetection",
                 "img_folder": val[0],
                 "ann_file": val[1],
-                "transforms": _transforms(side, False, recipe.stop_epoch),
             },  # fmt: skip
             "total_batch_size": recipe.batch_size * 2,
             "num_workers": num_workers,
