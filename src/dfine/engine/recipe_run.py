@@ -75,15 +75,12 @@ def _as_files(layout: DatasetLayout, name: str, data_dir: Path) -> tuple[str, st
     return str(layout.img_folder), str(ann_file)
 
 
-def _class_map(splits: DatasetSplits) -> CategoryMap:
-    categories = object_categories(_annotations(splits.train))
+def _class_map(splits: DatasetSplits, train: dict[str, Any]) -> CategoryMap:
+    """The classes of the training split's annotations ``train``."""
+    categories = object_categories(train)
     if not categories:
         raise ValueError(f"{splits.source}: the training split has no categories; it needs at least one class")
     return CategoryMap.from_categories(categories)
-
-
-def _count_images(layout: DatasetLayout) -> int:
-    return len(_annotations(layout).get("images", []))
 
 
 def prepare_run(
@@ -102,11 +99,11 @@ def prepare_run(
     """The run's config (written to ``output_dir/config.yml`` by the trainer), dataset and recipe (``val_split``: the
     split to evaluate on, default the dataset's validation split)."""
     splits = find_dataset(data, val_split)
-    classes = _class_map(splits)
+    train = _annotations(splits.train)  # read once: its classes and its image count
+    classes = _class_map(splits, train)
     output_dir = Path(output_dir)
-    recipe = training_recipe(
-        size, max(1, _count_images(splits.train)), image_size=image_size, batch_size=batch_size, epochs=epochs
-    )
+    images = max(1, len(train.get("images", [])))
+    recipe = training_recipe(size, images, image_size=image_size, batch_size=batch_size, epochs=epochs)
     raw = recipe_config(
         recipe,
         num_classes=classes.num_classes,
