@@ -43,7 +43,7 @@ def served(tmp_path, monkeypatch) -> Iterator[tuple[str, Path]]:
 def _outputs(model: dfine.DFINEModel) -> torch.Tensor:
     torch.manual_seed(0)
     with torch.no_grad():
-        return model.eval()(torch.rand(1, 3, 320, 320))["pred_logits"]
+        return model.eval()(torch.rand(1, 3, 320, 320)).logits
 
 
 def test_a_size_gives_random_weights_and_default_info():

@@ -7,7 +7,7 @@ Weight-compatible with the official checkpoints::
     predictions = detector.predict("street.jpg")              # paths, folders, PIL, arrays
 
     model, info = dfine.load_model("dfine_s_coco.pth")        # train-layout model + ModelInfo
-    outputs = model(images)                 # pred_logits [B, 300, 80], pred_boxes [B, 300, 4]
+    outputs = model(images)                 # DFINEOutputs: logits [B, 300, 80], boxes [B, 300, 4]
     detections = dfine.PostProcessor()(outputs, orig_sizes_wh)
 """
 
@@ -23,6 +23,7 @@ from .loading import load_checkpoint, load_model
 from .losses.criterion import DFINECriterion, LossWeights
 from .losses.matcher import HungarianMatcher
 from .model.dfine import DFINE as DFINEModel
+from .model.outputs import DFINEOutputs, HeadOutputs
 from .model.postprocess import PostProcessor
 from .model.summary import ModelSummary, count_flops, count_parameters, summarize
 from .model_info import ModelInfo, RandomWeightsWarning
@@ -37,6 +38,8 @@ __all__ = [
     "CheckpointError",
     "DFINECriterion",
     "DFINEModel",
+    "DFINEOutputs",
+    "HeadOutputs",
     "HungarianMatcher",
     "LoadReport",
     "LossWeights",

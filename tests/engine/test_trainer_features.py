@@ -25,6 +25,7 @@ from dfine.engine.evaluate import STAT_NAMES, EvalResult
 from dfine.engine.optim import FlatCosineSchedule
 from dfine.engine.setup import RunOptions, _schedules, build_trainer
 from dfine.engine.trainer import Trainer, TrainerOptions
+from dfine.model.outputs import DFINEOutputs
 
 from .conftest import tiny_config
 
@@ -38,9 +39,9 @@ class TinyDetector(nn.Module):
         super().__init__()
         self.head = nn.Linear(3 * SIDE * SIDE, NUM_QUERIES * (NUM_CLASSES + 4))
 
-    def forward(self, images: torch.Tensor, targets=None) -> dict[str, torch.Tensor]:
+    def forward(self, images: torch.Tensor, targets=None) -> DFINEOutputs:
         out = self.head(images.flatten(1)).view(images.shape[0], NUM_QUERIES, NUM_CLASSES + 4)
-        return {"pred_logits": out[..., :NUM_CLASSES], "pred_boxes": out[..., NUM_CLASSES:].sigmoid()}
+        return DFINEOutputs(logits=out[..., :NUM_CLASSES], boxes=out[..., NUM_CLASSES:].sigmoid())
 
 
 class MeanCriterion(nn.Module):
@@ -50,8 +51,8 @@ class MeanCriterion(nn.Module):
         boxes = torch.stack([t["boxes"] for t in targets])
         labels = F.one_hot(torch.stack([t["labels"] for t in targets]), NUM_CLASSES).float()
         return {
-            "loss_bbox": F.l1_loss(outputs["pred_boxes"], boxes),
-            "loss_cls": F.binary_cross_entropy_with_logits(outputs["pred_logits"], labels),
+            "loss_bbox": F.l1_loss(outputs.boxes, boxes),
+            "loss_cls": F.binary_cross_entropy_with_logits(outputs.logits, labels),
         }
 
 
@@ -229,13 +230,13 @@ def _watch_autocast(model: nn.Module, criterion: nn.Module, device_type: str) ->
 
     def model_hook(module, args, output):
         seen.setdefault("model", set()).add(
-            (torch.is_autocast_enabled(device_type), torch.get_autocast_dtype(device_type), output["pred_logits"].dtype)
+            (torch.is_autocast_enabled(device_type), torch.get_autocast_dtype(device_type), output.logits.dtype)
         )
 
     def criterion_hook(module, args, output):
         outputs, _ = args
         seen.setdefault("criterion", set()).add(
-            (torch.is_autocast_enabled(device_type), outputs["pred_logits"].dtype, outputs["pred_boxes"].dtype)
+            (torch.is_autocast_enabled(device_type), outputs.logits.dtype, outputs.boxes.dtype)
         )
         seen.setdefault("loss", set()).update(v.dtype for v in output.values())
 

@@ -192,11 +192,11 @@ def _max_differences(dfine_model: DFINE, hf_model: DFineForObjectDetection) -> t
     theirs = hf_model(pixel_values=images)
     logits, boxes = 0.0, 0.0
     for i in range(images.shape[0]):
-        cost = torch.cdist(ours["pred_boxes"][i], theirs.pred_boxes[i], p=1)
+        cost = torch.cdist(ours.boxes[i], theirs.pred_boxes[i], p=1)
         rows, cols = linear_sum_assignment(cost.numpy())
-        logits = max(logits, (ours["pred_logits"][i][rows] - theirs.logits[i][cols]).abs().max().item())
-        boxes = max(boxes, (ours["pred_boxes"][i][rows] - theirs.pred_boxes[i][cols]).abs().max().item())
-    assert ours["pred_logits"].std() > 0.1 and ours["pred_boxes"].std() > 0.01, "degenerate outputs test nothing"
+        logits = max(logits, (ours.logits[i][rows] - theirs.logits[i][cols]).abs().max().item())
+        boxes = max(boxes, (ours.boxes[i][rows] - theirs.pred_boxes[i][cols]).abs().max().item())
+    assert ours.logits.std() > 0.1 and ours.boxes.std() > 0.01, "degenerate outputs test nothing"
     return logits, boxes
 
 

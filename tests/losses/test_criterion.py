@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -12,10 +14,10 @@ from dfine.losses.matcher import union_of_matchings
 
 def _outputs(batch=2, queries=12, classes=4, seed=0):
     g = torch.Generator().manual_seed(seed)
-    return {
-        "pred_logits": torch.randn(batch, queries, classes, generator=g),
-        "pred_boxes": torch.rand(batch, queries, 4, generator=g) * 0.5 + 0.25,
-    }
+    return dfine.HeadOutputs(
+        logits=torch.randn(batch, queries, classes, generator=g),
+        boxes=torch.rand(batch, queries, 4, generator=g) * 0.5 + 0.25,
+    )
 
 
 def _targets():
@@ -31,7 +33,7 @@ def test_batched_matching_equals_per_image():
     outputs, targets = _outputs(), _targets()
     batched = matcher(outputs, targets)
     for b in range(2):
-        single = matcher({k: v[b : b + 1] for k, v in outputs.items()}, [targets[b]])[0]
+        single = matcher(dfine.HeadOutputs(outputs.logits[b : b + 1], outputs.boxes[b : b + 1]), [targets[b]])[0]
         assert torch.equal(batched[b][0], single[0]) and torch.equal(batched[b][1], single[1])
         assert len(batched[b][0]) == len(targets[b]["labels"])
 
@@ -54,17 +56,25 @@ def test_union_prefers_most_frequent_target_per_query():
     assert dict(zip(rows.tolist(), cols.tolist())) == {1: 0, 2: 1, 5: 0}
 
 
+def _tensors(value, path="outputs"):
+    """Every tensor in a nested output structure, with its access path."""
+    if isinstance(value, torch.Tensor):
+        yield path, value
+    elif dataclasses.is_dataclass(value):
+        for field in dataclasses.fields(value):
+            yield from _tensors(getattr(value, field.name), f"{path}.{field.name}")
+    elif isinstance(value, list | tuple):
+        for i, item in enumerate(value):
+            yield from _tensors(item, f"{path}[{i}]")
+
+
 def test_criterion_is_pure_and_handles_empty_images():
     torch.manual_seed(0)
     model = dfine.build_model("n", num_classes=4).train()
     targets = _targets()
     targets.append({"labels": torch.zeros(0, dtype=torch.int64), "boxes": torch.zeros(0, 4)})
     outputs = model(torch.rand(3, 3, 256, 256), targets=targets)
-    snapshot = {
-        k: (dict(v) if isinstance(v, dict) else [dict(a) for a in v] if isinstance(v, list) else v)
-        for k, v in outputs.items()
-    }
-    values_before = {k: v.detach().clone() for k, v in outputs.items() if isinstance(v, torch.Tensor)}
+    before = {path: value.detach().clone() for path, value in _tensors(outputs)}
     criterion = dfine.build_criterion(num_classes=4)
     first = criterion(outputs, targets)
     second = criterion(outputs, targets)
@@ -72,11 +82,10 @@ def test_criterion_is_pure_and_handles_empty_images():
     for key in first:
         assert torch.equal(first[key], second[key]), key
         assert torch.isfinite(first[key]), key
-    assert set(outputs) == set(snapshot)
-    assert set(outputs["aux_outputs"][0]) == set(snapshot["aux_outputs"][0])  # no keys added
-    assert set(outputs["dn_outputs"][0]) == set(snapshot["dn_outputs"][0])
-    for key, value in values_before.items():
-        assert torch.equal(outputs[key], value), key
+    after = dict(_tensors(outputs))
+    assert after.keys() == before.keys()  # no head added or removed
+    for path, value in before.items():
+        assert torch.equal(after[path], value), path
     assert any(k.endswith("_dn_0") for k in first) and "loss_ddf_aux_0" in first
     sum(first.values()).backward()
 

@@ -36,7 +36,7 @@ def test_loss_terms_match_official(variant, oracle, official_n_weights, fixture_
     targets = oracle["targets"]
     _, outputs = _train_outputs(official_n_weights, fixture_images, targets, denoising=variant == "dn")
     criterion = dfine.build_criterion(num_classes=80)
-    losses = criterion(outputs, targets, epoch=0, step=0, global_step=0, epoch_step=1)
+    losses = criterion(outputs, targets)
     expected = oracle[variant]["loss_dict"]
     assert sorted(losses) == sorted(expected)
     for name, value in expected.items():
@@ -72,8 +72,8 @@ def test_matchings_match_official(oracle, official_n_weights, fixture_images):
     main = matcher(outputs, targets)
     for (rows, cols), (ref_rows, ref_cols) in zip(main, oracle["no_dn"]["indices_main"], strict=True):
         assert rows.tolist() == ref_rows.tolist() and cols.tolist() == ref_cols.tolist()
-    others = [matcher(a, targets) for a in outputs["aux_outputs"]]
-    others += [matcher(outputs["pre_outputs"], targets)] + [matcher(e, targets) for e in outputs["enc_aux_outputs"]]
+    others = [matcher(a, targets) for a in outputs.aux]
+    others += [matcher(outputs.pre, targets)] + [matcher(e, targets) for e in outputs.encoder]
     union = union_of_matchings([main] + others)
     for (rows, cols), (ref_rows, ref_cols) in zip(union, oracle["no_dn"]["indices_go"], strict=True):
         assert dict(zip(rows.tolist(), cols.tolist())) == dict(zip(ref_rows.tolist(), ref_cols.tolist()))
@@ -81,7 +81,7 @@ def test_matchings_match_official(oracle, official_n_weights, fixture_images):
 
 def test_denoising_meta_matches_official(oracle, official_n_weights, fixture_images):
     _, outputs = _train_outputs(official_n_weights, fixture_images, oracle["targets"], denoising=True)
-    meta, ref = outputs["dn_meta"], oracle["dn"]["dn_meta"]
-    assert meta["dn_num_group"] == ref["dn_num_group"] and meta["dn_num_split"] == ref["dn_num_split"]
-    for ours, theirs in zip(meta["dn_positive_idx"], ref["dn_positive_idx"], strict=True):
+    group, ref = outputs.denoising.group, oracle["dn"]["dn_meta"]  # the official dn_meta dict
+    assert group.num_group == ref["dn_num_group"] and group.num_split == ref["dn_num_split"]
+    for ours, theirs in zip(group.positive_idx, ref["dn_positive_idx"], strict=True):
         assert torch.equal(ours, theirs)

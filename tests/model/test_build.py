@@ -37,8 +37,10 @@ def test_overrides_reach_every_section():
     assert model.encoder.eval_spatial_size == [320, 320]
     with torch.no_grad():
         out = model.eval()(torch.rand(1, 3, 320, 320))
-    assert out["pred_logits"].shape == (1, 50, 3)
-    assert out["pred_boxes"].shape == (1, 50, 4)
+    assert isinstance(out, dfine.DFINEOutputs)
+    assert out.logits.shape == (1, 50, 3)
+    assert out.boxes.shape == (1, 50, 4)
+    assert out.aux == [] and out.pre is None and out.encoder == [] and out.denoising is None  # training only
 
 
 def test_bad_image_shape_is_explained():
@@ -59,21 +61,25 @@ def test_train_outputs_carry_everything_the_criterion_needs():
     model = dfine.build_model("n", num_classes=5).train()
     out = model(torch.rand(2, 3, 256, 256), targets=_targets())
     q = 300
-    assert out["pred_logits"].shape == (2, q, 5)
-    assert out["pred_corners"].shape == (2, q, 4 * 33)
-    assert out["ref_points"].shape == (2, q, 4)
-    assert len(out["aux_outputs"]) == 2  # N has 3 layers: 2 auxiliary + the final one
-    assert set(out["aux_outputs"][0]) == {
-        "pred_logits", "pred_boxes", "pred_corners", "ref_points", "teacher_corners", "teacher_logits"
-    }  # fmt: skip
-    assert out["enc_aux_outputs"][0]["pred_logits"].shape == (2, q, 5)
-    assert out["pre_outputs"]["pred_boxes"].shape == (2, q, 4)
-    meta = out["dn_meta"]
-    num_dn = meta["dn_num_split"][0]
-    assert meta["dn_num_split"] == [num_dn, q]
-    assert len(out["dn_outputs"]) == 3
-    assert out["dn_outputs"][0]["pred_boxes"].shape == (2, num_dn, 4)
-    assert meta["dn_num_group"] == 100 // 2
+    assert isinstance(out, dfine.DFINEOutputs)
+    assert out.logits.shape == (2, q, 5)
+    assert out.corners.shape == (2, q, 4 * 33)
+    assert out.ref_points.shape == (2, q, 4)
+    assert out.teacher_corners is None  # the final layer is the teacher
+    assert len(out.aux) == 2  # N has 3 layers: 2 auxiliary + the final one
+    assert out.aux[0].corners.shape == (2, q, 4 * 33)
+    assert torch.equal(out.aux[0].teacher_corners, out.corners) and torch.equal(out.aux[0].teacher_logits, out.logits)
+    assert out.encoder[0].logits.shape == (2, q, 5) and out.encoder[0].corners is None
+    assert out.pre.boxes.shape == (2, q, 4)
+    assert not out.class_agnostic_encoder
+    group = out.denoising.group
+    num_dn = group.num_split[0]
+    assert group.num_split == [num_dn, q]
+    assert len(out.denoising.layers) == 3
+    assert out.denoising.layers[0].boxes.shape == (2, num_dn, 4)
+    assert torch.equal(out.denoising.layers[0].teacher_corners, out.denoising.layers[-1].corners)
+    assert out.denoising.pre.boxes.shape == (2, num_dn, 4)
+    assert group.num_group == 100 // 2
 
 
 def test_denoising_off_at_runtime_keeps_state_dict():
@@ -81,7 +87,7 @@ def test_denoising_off_at_runtime_keeps_state_dict():
     keys = list(model.state_dict())
     model.decoder.num_denoising = 0
     out = model(torch.rand(1, 3, 256, 256), targets=_targets()[:1])
-    assert "dn_outputs" not in out and "dn_meta" not in out
+    assert out.denoising is None
     assert list(model.state_dict()) == keys
 
 
@@ -119,6 +125,6 @@ def test_deploy_equals_eval(size):
         torch.testing.assert_close(deployed.encoder(feats), encoded, atol=1e-4, rtol=1e-4)
         expected = model.decoder(encoded)
         got = deployed.decoder(encoded)
-    torch.testing.assert_close(got["pred_logits"], expected["pred_logits"], atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(got["pred_boxes"], expected["pred_boxes"], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(got.logits, expected.logits, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(got.boxes, expected.boxes, atol=1e-5, rtol=1e-5)
     assert deployed.deploy() is deployed  # idempotent

@@ -191,8 +191,8 @@ def test_fast_deploy_equals_eval(size):
             torch.testing.assert_close(got, ref, atol=1e-4, rtol=1e-4)
         expected = model.decoder(encoded)
         got = fast.decoder(encoded)
-    torch.testing.assert_close(got["pred_logits"], expected["pred_logits"], atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(got["pred_boxes"], expected["pred_boxes"], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(got.logits, expected.logits, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(got.boxes, expected.boxes, atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.filterwarnings("ignore:`torch.jit.trace` is deprecated:FutureWarning")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dfine import PostProcessor
+from dfine import HeadOutputs, PostProcessor
 
 
 def _outputs():
@@ -14,7 +14,7 @@ def _outputs():
     logits[0, 0, 0] = 1.0
     logits[0, 2, 3] = 0.0
     boxes = torch.tensor([[[0.5, 0.5, 1.0, 1.0], [0.25, 0.5, 0.5, 0.2], [0.1, 0.1, 0.1, 0.1]]])
-    return {"pred_logits": logits, "pred_boxes": boxes}
+    return HeadOutputs(logits, boxes)
 
 
 def test_topk_labels_boxes_in_pixels():
@@ -30,7 +30,7 @@ def test_coco_remap_uses_category_ids():
     logits = torch.full((1, 2, 80), -10.0)
     logits[0, 0, 79] = 5.0  # toothbrush -> id 90
     logits[0, 1, 11] = 4.0  # stop sign -> id 13
-    out = {"pred_logits": logits, "pred_boxes": torch.rand(1, 2, 4)}
+    out = HeadOutputs(logits, torch.rand(1, 2, 4))
     (result,) = PostProcessor(num_top_queries=2, remap_mscoco_category=True)(out, torch.tensor([[10, 10]]))
     assert result["labels"].tolist() == [90, 13]
 
@@ -47,7 +47,7 @@ def test_bad_orig_sizes():
 
 def test_softmax_mode_takes_best_class_per_query():
     out = _outputs()
-    out["pred_logits"] = torch.cat([out["pred_logits"], torch.zeros(1, 3, 1)], dim=-1)  # + background
+    out = HeadOutputs(torch.cat([out.logits, torch.zeros(1, 3, 1)], dim=-1), out.boxes)  # + background
     labels, _, scores = PostProcessor(num_classes=4, num_top_queries=2, use_focal_loss=False).decode(
         out, torch.tensor([[1, 1]])
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import subprocess
 import sys
@@ -43,8 +44,7 @@ def test_nan_predictions_stop_the_run(tiny_config_file, tmp_path, monkeypatch, c
 
     def poisoned(self, feats, targets=None):
         out = original(self, feats, targets)
-        out["pred_boxes"] = out["pred_boxes"] * float("nan")
-        return out
+        return dataclasses.replace(out, boxes=out.boxes * float("nan"))
 
     monkeypatch.setattr(DFINETransformer, "forward", poisoned)
     assert train_main(["-c", str(tiny_config_file), "--output-dir", str(tmp_path / "nan")]) == 1

@@ -15,7 +15,7 @@ import statistics
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..model.outputs import DFINEOutputs
 from .checkpoint import (
     describe_difference,
     read_checkpoint,
@@ -114,7 +115,7 @@ class Trainer:
     """Runs epochs of training and evaluation and owns the checkpoints of one run.
 
     Args:
-        model: the detector (possibly DDP-wrapped), already on ``device``.
+        model: the detector (possibly DDP-wrapped), already on ``device``; returns :class:`DFINEOutputs`.
         criterion: ``criterion(outputs, targets) -> dict of weighted loss terms``.
         postprocessor: maps outputs + original sizes to detections for evaluation.
         optimizer: the optimizer.
@@ -297,12 +298,10 @@ class Trainer:
             return f"loss exploded to {loss:.4g} ({ratio:.0f}x the median {median:.4g} of the last {len(recent) - 1})"
         return None
 
-    def _check_step(self, loss: torch.Tensor, outputs: dict, epoch: int, step: int) -> None:
+    def _check_step(self, loss: torch.Tensor, outputs: DFINEOutputs, epoch: int, step: int) -> None:
         """Stop on a non-finite or exploding loss, or non-finite predictions, naming the last good checkpoint."""
         # the criterion maps NaN terms to 0 (official behaviour), so also look at the predictions
-        finite_outputs = bool(
-            torch.isfinite(outputs["pred_boxes"]).all() and torch.isfinite(outputs["pred_logits"]).all()
-        )
+        finite_outputs = bool(torch.isfinite(outputs.boxes).all() and torch.isfinite(outputs.logits).all())
         exploded = self._exploded(float(loss.detach())) if finite_outputs and torch.isfinite(loss) else None
         if torch.isfinite(loss) and finite_outputs and not exploded:
             return
@@ -584,6 +583,8 @@ def _to_float(outputs: Any) -> Any:
     """Cast floating tensors of a (nested) output structure to float32 for the loss / post-processing."""
     if torch.is_tensor(outputs):
         return outputs.float() if outputs.is_floating_point() else outputs
+    if is_dataclass(outputs) and not isinstance(outputs, type):  # DFINEOutputs and its heads
+        return replace(outputs, **{f.name: _to_float(getattr(outputs, f.name)) for f in fields(outputs) if f.init})
     if isinstance(outputs, dict):
         return {k: _to_float(v) for k, v in outputs.items()}
     if isinstance(outputs, list | tuple):

@@ -14,13 +14,15 @@ averaged over ranks under torch.distributed.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
+from ..model.denoising import DenoisingGroup
 from ..model.fdr import bbox2distance
+from ..model.outputs import DenoisingOutputs, DFINEOutputs, HeadOutputs
 from ..ops.boxes import box_cxcywh_to_xyxy
 from . import functional as L
 from .matcher import HungarianMatcher, Matching, union_of_matchings
@@ -44,18 +46,19 @@ class LossWeights:
         return dict(self.__dict__)
 
 
-@dataclass
+@dataclass(frozen=True)
 class _Head:
-    """One supervised output: its predictions, its matching and the normalizer for each loss."""
+    """One supervised head: its predictions, its matchings and their normalizer.
+
+    ``own_matching`` feeds VFL; ``box_matching`` (normalized by ``box_num``) feeds L1/GIoU, FGL and DDF.
+    """
 
     suffix: str
-    outputs: dict
+    outputs: HeadOutputs
     own_matching: Matching
     box_matching: Matching
     box_num: float
-    local_matching: Matching
     is_dn: bool = False
-    extra: dict = field(default_factory=dict)
     targets: list[dict] | None = None  # the head's own targets (class 0 for an agnostic encoder), else the batch's
 
 
@@ -78,14 +81,14 @@ def _gather_targets(targets: list[dict], matching: Matching, key: str) -> torch.
     return torch.cat([t[key][j] for t, (_, j) in zip(targets, matching)], dim=0)
 
 
-def denoising_matching(dn_meta: dict, targets: list[dict]) -> Matching:
+def denoising_matching(group: DenoisingGroup, targets: list[dict]) -> Matching:
     """The fixed matching of the positive denoising queries to their ground-truth boxes."""
     device = targets[0]["labels"].device
     matching = []
-    for positive_idx, target in zip(dn_meta["dn_positive_idx"], targets):
+    for positive_idx, target in zip(group.positive_idx, targets):
         num_gt = len(target["labels"])
         if num_gt > 0:
-            gt_idx = torch.arange(num_gt, dtype=torch.int64, device=device).tile(dn_meta["dn_num_group"])
+            gt_idx = torch.arange(num_gt, dtype=torch.int64, device=device).tile(group.num_group)
             matching.append((positive_idx, gt_idx))
         else:
             empty = torch.zeros(0, dtype=torch.int64, device=device)
@@ -104,8 +107,9 @@ class DFINECriterion(nn.Module):
         num_classes: classes of the logits.
         reg_max: FDR bins minus one.
 
-    ``criterion(outputs, targets)`` returns ``{"loss_vfl": ..., "loss_bbox_aux_0": ..., ...}``, each
-    already multiplied by its weight. The criterion keeps no state between calls.
+    ``criterion(outputs, targets)`` takes the model's :class:`~dfine.model.outputs.DFINEOutputs` and returns
+    ``{"loss_vfl": ..., "loss_bbox_aux_0": ..., ...}``, each already multiplied by its weight. The criterion
+    keeps no state between calls.
     """
 
     def __init__(
@@ -132,74 +136,76 @@ class DFINECriterion(nn.Module):
         self.num_classes = num_classes
         self.reg_max = reg_max
 
-    def forward(self, outputs: dict, targets: list[dict[str, torch.Tensor]], **_: object) -> dict[str, torch.Tensor]:
-        """``outputs`` is the model's train-mode dict; extra keyword arguments (epoch, step...) are
-        accepted for compatibility with the official call and ignored."""
-        device = outputs["pred_logits"].device
-        main_matching = self.matcher(outputs, targets)
+    def forward(self, outputs: DFINEOutputs, targets: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+        """Weighted loss terms of every head in ``outputs`` (the model's train-mode outputs).
+
+        ``targets[i]`` holds ``labels [n_i]`` and ``boxes [n_i, 4]`` (cxcywh normalized).
+        """
+        device = outputs.logits.device
         num_boxes = _average_over_ranks(sum(len(t["labels"]) for t in targets), device)
-
-        aux = outputs.get("aux_outputs", [])
-        pre = outputs.get("pre_outputs")
-        enc = outputs.get("enc_aux_outputs", [])
-        aux_matchings = [self.matcher(a, targets) for a in aux]
-        pre_matching = self.matcher(pre, targets) if pre is not None else None
-        # a class-agnostic encoder head (query_select_method: agnostic) has one logit: every object is class 0 there
-        agnostic = bool(outputs.get("enc_meta", {}).get("class_agnostic"))
-        enc_targets = [{**t, "labels": torch.zeros_like(t["labels"])} for t in targets] if agnostic else targets
-        enc_matchings = [self.matcher(e, enc_targets) for e in enc]
-        others = aux_matchings + ([pre_matching] if pre is not None else []) + enc_matchings
-        if others:
-            union = union_of_matchings([main_matching] + others)
-            num_union = _average_over_ranks(sum(len(rows) for rows, _ in union), device)
-        else:
-            union, num_union = main_matching, num_boxes
-
-        batch, num_queries = outputs["pred_logits"].shape[:2]
+        heads, union = self._decoder_heads(outputs, targets, num_boxes)
+        heads += self._denoising_heads(outputs.denoising, targets, num_boxes)
+        batch, num_queries = outputs.logits.shape[:2]
         num_pos, num_neg = L.ddf_balance(sum(len(rows) for rows, _ in union), batch, num_queries, device)
-        fdr = {"up": outputs.get("up"), "reg_scale": outputs.get("reg_scale")}
-
-        heads = [_Head("", outputs, main_matching, union, num_union, union)]
-        heads += [_Head(f"_aux_{i}", a, m, union, num_union, union) for i, (a, m) in enumerate(zip(aux, aux_matchings))]
-        if pre is not None:
-            heads.append(_Head("_pre", pre, pre_matching, union, num_union, union))
-        heads += [
-            _Head(f"_enc_{i}", e, m, union, num_union, m, targets=enc_targets)
-            for i, (e, m) in enumerate(zip(enc, enc_matchings))
-        ]
-        if "dn_outputs" in outputs:
-            dn_matching = denoising_matching(outputs["dn_meta"], targets)
-            dn_num = max(num_boxes * outputs["dn_meta"]["dn_num_group"], 1)
-            for i, dn in enumerate(outputs["dn_outputs"]):
-                heads.append(_Head(f"_dn_{i}", dn, dn_matching, dn_matching, dn_num, dn_matching, is_dn=True))
-            if "dn_pre_outputs" in outputs:
-                heads.append(
-                    _Head(
-                        "_dn_pre",
-                        outputs["dn_pre_outputs"],
-                        dn_matching,
-                        dn_matching,
-                        dn_num,
-                        dn_matching,
-                        True,
-                    )
-                )
 
         losses: dict[str, torch.Tensor] = {}
         for head in heads:
             vfl_num = head.box_num if head.is_dn else num_boxes
-            terms = self._head_losses(head, head.targets or targets, vfl_num, fdr, num_pos, num_neg)
+            terms = self._head_losses(head, head.targets or targets, vfl_num, outputs, num_pos, num_neg)
             for name, value in terms.items():
                 if name in self.weight_dict:
                     losses[name + head.suffix] = torch.nan_to_num(value * self.weight_dict[name], nan=0.0)
         return losses
+
+    def _decoder_heads(
+        self, outputs: DFINEOutputs, targets: list[dict], num_boxes: float
+    ) -> tuple[list[_Head], Matching]:
+        """The final, auxiliary, pre-decoder and encoder heads, each with its own matching, and the GO-LSD union
+        of those matchings on which all of them learn their boxes."""
+        main_matching = self.matcher(outputs, targets)
+        aux_matchings = [self.matcher(a, targets) for a in outputs.aux]
+        pre_matching = self.matcher(outputs.pre, targets) if outputs.pre is not None else None
+        # a class-agnostic encoder head (query_select_method: agnostic) has one logit: every object is class 0 there
+        enc_targets = targets
+        if outputs.class_agnostic_encoder:
+            enc_targets = [{**t, "labels": torch.zeros_like(t["labels"])} for t in targets]
+        enc_matchings = [self.matcher(e, enc_targets) for e in outputs.encoder]
+        others = aux_matchings + ([pre_matching] if pre_matching is not None else []) + enc_matchings
+        if others:
+            union = union_of_matchings([main_matching] + others)
+            num_union = _average_over_ranks(sum(len(rows) for rows, _ in union), outputs.logits.device)
+        else:
+            union, num_union = main_matching, num_boxes
+
+        heads = [_Head("", outputs, main_matching, union, num_union)]
+        heads += [
+            _Head(f"_aux_{i}", a, m, union, num_union) for i, (a, m) in enumerate(zip(outputs.aux, aux_matchings))
+        ]
+        if outputs.pre is not None:
+            heads.append(_Head("_pre", outputs.pre, pre_matching, union, num_union))
+        heads += [
+            _Head(f"_enc_{i}", e, m, union, num_union, targets=enc_targets)
+            for i, (e, m) in enumerate(zip(outputs.encoder, enc_matchings))
+        ]
+        return heads, union
+
+    @staticmethod
+    def _denoising_heads(denoising: DenoisingOutputs | None, targets: list[dict], num_boxes: float) -> list[_Head]:
+        """The denoising layers and pre-decoder head, all on the known matching to the ground truth."""
+        if denoising is None:
+            return []
+        matching = denoising_matching(denoising.group, targets)
+        num = max(num_boxes * denoising.group.num_group, 1)
+        heads = [_Head(f"_dn_{i}", dn, matching, matching, num, is_dn=True) for i, dn in enumerate(denoising.layers)]
+        heads.append(_Head("_dn_pre", denoising.pre, matching, matching, num, is_dn=True))
+        return heads
 
     def _head_losses(
         self,
         head: _Head,
         targets: list[dict],
         vfl_num: float,
-        fdr: dict,
+        model_outputs: DFINEOutputs,
         num_pos: torch.Tensor,
         num_neg: torch.Tensor,
     ) -> dict[str, torch.Tensor]:
@@ -207,55 +213,55 @@ class DFINECriterion(nn.Module):
         terms: dict[str, torch.Tensor] = {}
         if "vfl" in self.losses:
             idx = _matched_idx(head.own_matching)
-            ious = L.paired_iou(out["pred_boxes"][idx], _gather_targets(targets, head.own_matching, "boxes")).detach()
+            ious = L.paired_iou(out.boxes[idx], _gather_targets(targets, head.own_matching, "boxes")).detach()
             labels = _gather_targets(targets, head.own_matching, "labels")
-            terms["loss_vfl"] = L.varifocal_loss(out["pred_logits"], idx, labels, ious, vfl_num, self.alpha, self.gamma)
+            terms["loss_vfl"] = L.varifocal_loss(out.logits, idx, labels, ious, vfl_num, self.alpha, self.gamma)
         if "boxes" in self.losses:
             idx = _matched_idx(head.box_matching)
-            src = out["pred_boxes"][idx]
+            src = out.boxes[idx]
             tgt = _gather_targets(targets, head.box_matching, "boxes")
             terms["loss_bbox"] = L.l1_box_loss(src, tgt, head.box_num)
             terms["loss_giou"] = L.giou_box_loss(src, tgt, head.box_num)
-        if "local" in self.losses and "pred_corners" in out:
-            terms.update(self._local_losses(out, targets, head.local_matching, head.box_num, fdr, num_pos, num_neg))
+        if "local" in self.losses and out.corners is not None:
+            terms.update(
+                self._local_losses(out, targets, head.box_matching, head.box_num, model_outputs, num_pos, num_neg)
+            )
         return terms
 
     def _local_losses(
         self,
-        out: dict,
+        out: HeadOutputs,
         targets: list[dict],
         matching: Matching,
         num: float,
-        fdr: dict,
+        model_outputs: DFINEOutputs,
         num_pos: torch.Tensor,
         num_neg: torch.Tensor,
     ) -> dict[str, torch.Tensor]:
-        """FGL on the matched edges, and DDF where the head has a GO-LSD teacher."""
+        """FGL on the matched edges, and DDF where the head has a GO-LSD teacher (``model_outputs`` gives the FDR
+        constants ``up`` and ``reg_scale``)."""
+        up, reg_scale = model_outputs.up, model_outputs.reg_scale
+        if up is None or reg_scale is None or out.ref_points is None:
+            raise ValueError("outputs with corners need ref_points, up and reg_scale for the FGL/DDF losses")
         idx = _matched_idx(matching)
         target_boxes = _gather_targets(targets, matching, "boxes")
         bins = self.reg_max + 1
         with torch.no_grad():
             target_bins, weight_right, weight_left = bbox2distance(
-                out["ref_points"][idx].detach(),
+                out.ref_points[idx].detach(),
                 box_cxcywh_to_xyxy(target_boxes),
                 self.reg_max,
-                fdr["reg_scale"],
-                fdr["up"],
+                reg_scale,
+                up,
             )
-        ious = L.paired_iou(out["pred_boxes"][idx], target_boxes)
+        ious = L.paired_iou(out.boxes[idx], target_boxes)
         terms = {
             "loss_fgl": L.fine_grained_localization_loss(
-                out["pred_corners"][idx].reshape(-1, bins), target_bins, weight_right, weight_left, ious, num
+                out.corners[idx].reshape(-1, bins), target_bins, weight_right, weight_left, ious, num
             )
         }
-        if "teacher_corners" in out:
+        if out.teacher_corners is not None:
             terms["loss_ddf"] = L.decoupled_distillation_loss(
-                out["pred_corners"],
-                out["teacher_corners"],
-                out["teacher_logits"],
-                idx,
-                ious,
-                num_pos,
-                num_neg,
+                out.corners, out.teacher_corners, out.teacher_logits, idx, ious, num_pos, num_neg
             )
         return terms

@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import generalized_box_iou
 
+from ..model.outputs import HeadOutputs
 from ..ops.boxes import box_cxcywh_to_xyxy
 
 __all__ = ["HungarianMatcher", "Matching", "union_of_matchings"]
@@ -51,13 +52,13 @@ class HungarianMatcher(nn.Module):
         self.gamma = gamma
 
     @torch.no_grad()
-    def forward(self, outputs: dict[str, torch.Tensor], targets: list[dict[str, torch.Tensor]]) -> Matching:
-        """``outputs`` has ``pred_logits [B, Q, C]`` and ``pred_boxes [B, Q, 4]`` (cxcywh);
+    def forward(self, outputs: HeadOutputs, targets: list[dict[str, torch.Tensor]]) -> Matching:
+        """``outputs`` is one head's predictions (``logits [B, Q, C]``, ``boxes [B, Q, 4]`` cxcywh);
         ``targets[i]`` has ``labels [n_i]`` and ``boxes [n_i, 4]``. Returns one matching per image,
         query indices sorted ascending."""
-        batch, num_queries = outputs["pred_logits"].shape[:2]
-        logits = outputs["pred_logits"].flatten(0, 1)
-        boxes = outputs["pred_boxes"].flatten(0, 1)
+        batch, num_queries = outputs.logits.shape[:2]
+        logits = outputs.logits.flatten(0, 1)
+        boxes = outputs.boxes.flatten(0, 1)
         target_labels = torch.cat([t["labels"] for t in targets])
         target_boxes = torch.cat([t["boxes"] for t in targets])
         sizes = [len(t["boxes"]) for t in targets]

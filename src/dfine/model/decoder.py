@@ -10,6 +10,7 @@ the official checkpoint keys (``decoder.decoder.layers.{i}``, ``dec_bbox_head``,
 from __future__ import annotations
 
 from collections import OrderedDict
+from dataclasses import dataclass, fields
 
 import torch
 import torch.nn.functional as F
@@ -21,6 +22,7 @@ from .denoising import DenoisingGroup, build_denoising_group
 from .fdr import distance2bbox, distribution_integral, weighting_function
 from .layers import MLP, activation_layer
 from .lqe import LQE
+from .outputs import DenoisingOutputs, DFINEOutputs, HeadOutputs
 from .query_selection import generate_anchors, select_topk
 
 __all__ = ["DFINETransformer", "TransformerDecoderLayer", "Gate"]
@@ -109,6 +111,46 @@ class TransformerDecoderLayer(nn.Module):
         return self.norm3(target.clamp(min=-FP16_MAX, max=FP16_MAX))
 
 
+@dataclass(frozen=True, eq=False)
+class LayerStack:
+    """Every decoder layer's predictions, stacked (``L = 1`` in eval mode: the ``eval_idx`` layer only).
+
+    Attributes:
+        logits: ``[L, B, Q, C]`` LQE-corrected class logits.
+        boxes: ``[L, B, Q, 4]`` cxcywh normalized.
+        corners: ``[L, B, Q, 4 * (reg_max + 1)]`` edge-distribution logits.
+        ref_points: ``[L, B, Q, 4]`` the initial boxes every layer decodes from (cxcywh).
+        pre_logits: ``[B, Q, C]`` the pre-decoder head's logits (first layer's score head).
+        pre_boxes: ``[B, Q, 4]`` the pre-decoder head's boxes (the initial boxes, before detaching).
+    """
+
+    logits: torch.Tensor
+    boxes: torch.Tensor
+    corners: torch.Tensor
+    ref_points: torch.Tensor
+    pre_logits: torch.Tensor
+    pre_boxes: torch.Tensor
+
+    def split_queries(self, sizes: list[int]) -> tuple[LayerStack, LayerStack]:
+        """Split along the query axis, e.g. into the (denoising, matching) parts of sizes ``[N_dn, Q]``."""
+        parts = {f.name: torch.split(getattr(self, f.name), sizes, dim=-2) for f in fields(self)}
+        return LayerStack(**{k: v[0] for k, v in parts.items()}), LayerStack(**{k: v[1] for k, v in parts.items()})
+
+    def layer_heads(self, count: int) -> list[HeadOutputs]:
+        """The first ``count`` layers as heads, each distilling the last layer's distributions (GO-LSD)."""
+        return [
+            HeadOutputs(
+                self.logits[i],
+                self.boxes[i],
+                self.corners[i],
+                self.ref_points[i],
+                teacher_corners=self.corners[-1],
+                teacher_logits=self.logits[-1],
+            )
+            for i in range(count)
+        ]
+
+
 class TransformerDecoder(nn.Module):
     """The stack of decoder layers and their LQE heads (``decoder.decoder`` in the checkpoint).
 
@@ -175,13 +217,8 @@ class TransformerDecoder(nn.Module):
         query_pos_head: nn.Module,
         pre_bbox_head: nn.Module,
         attn_mask: torch.Tensor | None = None,
-    ) -> dict[str, torch.Tensor]:
-        """Run the layers; in eval mode stop at ``eval_idx``.
-
-        Returns stacked per-layer ``boxes [L, B, Q, 4]``, ``logits [L, B, Q, C]``,
-        ``corners [L, B, Q, 4 * (reg_max + 1)]``, ``refs [L, B, Q, 4]`` (L = 1 in eval), and the
-        first layer's ``pre_boxes [B, Q, 4]`` / ``pre_logits [B, Q, C]``.
-        """
+    ) -> LayerStack:
+        """Run the layers; in eval mode stop at ``eval_idx`` (and return that layer only)."""
         output = target
         output_detach = pred_corners_undetach = 0
         value = self.split_value(memory, spatial_shapes)
@@ -226,24 +263,18 @@ class TransformerDecoder(nn.Module):
             ref_points_detach = inter_boxes.detach()
             output_detach = output.detach()
 
-        return {
-            "boxes": torch.stack(boxes),
-            "logits": torch.stack(logits),
-            "corners": torch.stack(corners),
-            "refs": torch.stack(refs),
-            "pre_boxes": pre_boxes,
-            "pre_logits": pre_logits,
-        }
+        return LayerStack(
+            torch.stack(logits), torch.stack(boxes), torch.stack(corners), torch.stack(refs), pre_logits, pre_boxes
+        )
 
 
 class DFINETransformer(nn.Module):
     """D-FINE decoder head: encoder-memory query selection + FDR decoder + denoising.
 
-    Input: encoder feature maps ``[B, feat_channels[i], H_i, W_i]``. Output (eval):
-    ``{"pred_logits": [B, Q, C], "pred_boxes": [B, Q, 4]}`` with boxes cxcywh normalized. In train
-    mode the dict also holds ``pred_corners``, ``ref_points``, ``up``, ``reg_scale`` and the auxiliary
-    outputs the criterion needs (``aux_outputs``, ``pre_outputs``, ``enc_aux_outputs`` and, with
-    denoising, ``dn_outputs``, ``dn_pre_outputs``, ``dn_meta``), under the official names.
+    Input: encoder feature maps ``[B, feat_channels[i], H_i, W_i]``. Output: :class:`DFINEOutputs` in both
+    modes, the final layer's ``logits [B, Q, C]`` and ``boxes [B, Q, 4]`` (cxcywh normalized) with its
+    corners; in train mode (with ``aux_loss``) also the auxiliary, pre-decoder, encoder and denoising heads
+    the criterion supervises.
 
     Set ``num_denoising = 0`` at run time to switch denoising off without changing the state_dict.
     """
@@ -453,8 +484,9 @@ class DFINETransformer(nn.Module):
 
     def _select_queries(
         self, memory: torch.Tensor, spatial_shapes: list[tuple[int, int]]
-    ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor] | None]:
-        """Top-k encoder positions as decoder queries: content [B, Q, D] and boxes as logits [B, Q, 4]."""
+    ) -> tuple[torch.Tensor, torch.Tensor, HeadOutputs | None]:
+        """Top-k encoder positions as decoder queries: content [B, Q, D], boxes as logits [B, Q, 4] and, in
+        training, the encoder head's predictions for them."""
         if memory.shape[1] < self.num_queries:
             raise ValueError(
                 f"the input gives {memory.shape[1]} encoder positions (feature maps {spatial_shapes}), "
@@ -470,16 +502,14 @@ class DFINETransformer(nn.Module):
             output_memory, enc_logits, anchors, self.num_queries, self.query_select_method
         )
         topk_boxes_unact = self.enc_bbox_head(topk_memory) + topk_anchors
-        encoder_output = None
-        if self.training:
-            encoder_output = {"pred_logits": topk_logits, "pred_boxes": torch.sigmoid(topk_boxes_unact)}
+        encoder_head = HeadOutputs(topk_logits, torch.sigmoid(topk_boxes_unact)) if self.training else None
         if self.learn_query_content:
             content = self.tgt_embed.weight.unsqueeze(0).tile([memory.shape[0], 1, 1])
         else:
             content = topk_memory.detach()
-        return content, topk_boxes_unact.detach(), encoder_output
+        return content, topk_boxes_unact.detach(), encoder_head
 
-    def forward(self, feats: list[torch.Tensor], targets: list[dict[str, torch.Tensor]] | None = None) -> dict:
+    def forward(self, feats: list[torch.Tensor], targets: list[dict[str, torch.Tensor]] | None = None) -> DFINEOutputs:
         memory, spatial_shapes = self._flatten_memory(feats)
 
         denoising: DenoisingGroup | None = None
@@ -496,7 +526,7 @@ class DFINETransformer(nn.Module):
                 box_noise_scale=self.box_noise_scale,
             )
 
-        content, ref_points_unact, encoder_output = self._select_queries(memory, spatial_shapes)
+        content, ref_points_unact, encoder_head = self._select_queries(memory, spatial_shapes)
         attn_mask = None
         if denoising is None and self.training and self.num_denoising > 0:
             # a batch without boxes has no denoising queries; keep the embedding in the graph (adding 0)
@@ -507,7 +537,7 @@ class DFINETransformer(nn.Module):
             ref_points_unact = torch.cat([denoising.ref_points_unact, ref_points_unact], dim=1)
             attn_mask = denoising.attn_mask
 
-        dec = self.decoder(
+        stack = self.decoder(
             content,
             ref_points_unact,
             memory,
@@ -518,61 +548,33 @@ class DFINETransformer(nn.Module):
             self.pre_bbox_head,
             attn_mask=attn_mask,
         )
-        if not self.training:
-            return {"pred_logits": dec["logits"][-1], "pred_boxes": dec["boxes"][-1]}
-        return self._training_outputs(dec, encoder_output, denoising)
+        return self._outputs(stack, encoder_head, denoising)
 
-    def _training_outputs(
-        self, dec: dict[str, torch.Tensor], encoder_output: dict, denoising: DenoisingGroup | None
-    ) -> dict:
-        """Arrange the decoder's stacked outputs under the names the criterion reads."""
-        dn = None
+    def _outputs(
+        self, stack: LayerStack, encoder_head: HeadOutputs | None, denoising: DenoisingGroup | None
+    ) -> DFINEOutputs:
+        """The final layer's predictions and, in training with ``aux_loss``, every head the criterion supervises."""
+        denoising_stack = None
         if denoising is not None:
-            split = denoising.num_split
-            dn, main = {}, {}
-            for key, dim in (
-                ("pre_logits", 1),
-                ("pre_boxes", 1),
-                ("boxes", 2),
-                ("logits", 2),
-                ("corners", 2),
-                ("refs", 2),
-            ):
-                dn[key], main[key] = torch.split(dec[key], split, dim=dim)
-            dec = main
-
-        out = {
-            "pred_logits": dec["logits"][-1],
-            "pred_boxes": dec["boxes"][-1],
-            "pred_corners": dec["corners"][-1],
-            "ref_points": dec["refs"][-1],
-            "up": self.up,
-            "reg_scale": self.reg_scale,
-        }
-        if self.aux_loss:
-            out["aux_outputs"] = _per_layer_outputs(dec)
-            out["enc_aux_outputs"] = [encoder_output]
-            out["pre_outputs"] = {"pred_logits": dec["pre_logits"], "pred_boxes": dec["pre_boxes"]}
-            out["enc_meta"] = {"class_agnostic": self.query_select_method == "agnostic"}
-            if dn is not None:
-                out["dn_outputs"] = _per_layer_outputs(dn, include_last=True)
-                out["dn_pre_outputs"] = {"pred_logits": dn["pre_logits"], "pred_boxes": dn["pre_boxes"]}
-                out["dn_meta"] = denoising.meta()
-        return out
-
-
-def _per_layer_outputs(dec: dict[str, torch.Tensor], include_last: bool = False) -> list[dict]:
-    """One dict per decoder layer, each carrying the last layer's corners/logits as GO-LSD teacher."""
-    num = dec["logits"].shape[0] if include_last else dec["logits"].shape[0] - 1
-    teacher_corners, teacher_logits = dec["corners"][-1], dec["logits"][-1]
-    return [
-        {
-            "pred_logits": dec["logits"][i],
-            "pred_boxes": dec["boxes"][i],
-            "pred_corners": dec["corners"][i],
-            "ref_points": dec["refs"][i],
-            "teacher_corners": teacher_corners,
-            "teacher_logits": teacher_logits,
-        }
-        for i in range(num)
-    ]
+            denoising_stack, stack = stack.split_queries(denoising.num_split)
+        supervised = self.training and self.aux_loss
+        denoising_outputs = None
+        if supervised and denoising_stack is not None:
+            denoising_outputs = DenoisingOutputs(
+                layers=denoising_stack.layer_heads(denoising_stack.logits.shape[0]),
+                pre=HeadOutputs(denoising_stack.pre_logits, denoising_stack.pre_boxes),
+                group=denoising,
+            )
+        return DFINEOutputs(
+            logits=stack.logits[-1],
+            boxes=stack.boxes[-1],
+            corners=stack.corners[-1],
+            ref_points=stack.ref_points[-1],
+            up=self.up,
+            reg_scale=self.reg_scale,
+            aux=stack.layer_heads(stack.logits.shape[0] - 1) if supervised else [],
+            pre=HeadOutputs(stack.pre_logits, stack.pre_boxes) if supervised else None,
+            encoder=[encoder_head] if supervised and encoder_head is not None else [],
+            denoising=denoising_outputs,
+            class_agnostic_encoder=self.query_select_method == "agnostic",
+        )

@@ -38,14 +38,6 @@ class DenoisingGroup:
     num_group: int
     num_split: list[int]
 
-    def meta(self) -> dict:
-        """The official ``dn_meta`` dict used by the criterion."""
-        return {
-            "dn_positive_idx": self.positive_idx,
-            "dn_num_group": self.num_group,
-            "dn_num_split": self.num_split,
-        }
-
 
 def build_denoising_group(
     targets: list[dict[str, torch.Tensor]],

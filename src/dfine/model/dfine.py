@@ -9,6 +9,7 @@ from ..config.presets import ModelConfig
 from .decoder import DFINETransformer
 from .hgnetv2 import HGNetv2
 from .hybrid_encoder import HybridEncoder
+from .outputs import DFINEOutputs
 
 __all__ = ["DFINE"]
 
@@ -17,8 +18,9 @@ class DFINE(nn.Module):
     """D-FINE detector.
 
     ``model(images)`` with ``images [B, 3, H, W]`` in [0, 1] (H, W multiples of 32) returns
-    ``{"pred_logits": [B, Q, C], "pred_boxes": [B, Q, 4]}``, boxes cxcywh normalized to the input.
-    In train mode, ``model(images, targets=...)`` returns everything the criterion needs.
+    :class:`~dfine.model.outputs.DFINEOutputs` with ``logits [B, Q, C]`` and ``boxes [B, Q, 4]``, boxes
+    cxcywh normalized to the input. In train mode, ``model(images, targets=...)`` returns the same type
+    with the auxiliary heads the criterion needs filled in.
     """
 
     def __init__(self, backbone: HGNetv2, encoder: HybridEncoder, decoder: DFINETransformer) -> None:
@@ -102,7 +104,7 @@ class DFINE(nn.Module):
     def num_classes(self) -> int:
         return self.decoder.num_classes
 
-    def forward(self, images: torch.Tensor, targets: list[dict[str, torch.Tensor]] | None = None) -> dict:
+    def forward(self, images: torch.Tensor, targets: list[dict[str, torch.Tensor]] | None = None) -> DFINEOutputs:
         if images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(f"images must be [B, 3, H, W], got shape {list(images.shape)}")
         return self.decoder(self.encoder(self.backbone(images)), targets)

@@ -8,6 +8,7 @@ from torch import nn
 
 from ..categories import COCO_CATEGORY_IDS
 from ..ops.boxes import box_cxcywh_to_xyxy
+from .outputs import HeadOutputs
 
 __all__ = ["PostProcessor"]
 
@@ -43,18 +44,19 @@ class PostProcessor(nn.Module):
         self.register_buffer("category_ids", torch.tensor(COCO_CATEGORY_IDS), persistent=False)
 
     def decode(
-        self, outputs: dict[str, torch.Tensor], orig_target_sizes: torch.Tensor
+        self, outputs: HeadOutputs, orig_target_sizes: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Batched detections as tensors (the exported graph's outputs).
 
         Args:
-            outputs: ``pred_logits [B, Q, C]`` and ``pred_boxes [B, Q, 4]`` (cxcywh, normalized).
+            outputs: the model's outputs (any head): ``logits [B, Q, C]`` and ``boxes [B, Q, 4]`` (cxcywh,
+                normalized).
             orig_target_sizes: ``[B, 2]`` as (width, height) in pixels.
 
         Returns:
             ``labels [B, K]`` (0..C-1), ``boxes [B, K, 4]`` xyxy pixels, ``scores [B, K]``, best first.
         """
-        logits, boxes = outputs["pred_logits"], outputs["pred_boxes"]
+        logits, boxes = outputs.logits, outputs.boxes
         boxes_xyxy = box_cxcywh_to_xyxy(boxes) * orig_target_sizes.repeat(1, 2).unsqueeze(1).to(boxes.dtype)
         num_top = min(self.num_top_queries, logits.shape[1] * logits.shape[2])
         if self.use_focal_loss:
@@ -71,15 +73,13 @@ class PostProcessor(nn.Module):
         boxes_xyxy = boxes_xyxy.gather(dim=1, index=query.unsqueeze(-1).expand(-1, -1, 4))
         return labels, boxes_xyxy, scores
 
-    def forward(
-        self, outputs: dict[str, torch.Tensor], orig_target_sizes: torch.Tensor
-    ) -> list[dict[str, torch.Tensor]]:
+    def forward(self, outputs: HeadOutputs, orig_target_sizes: torch.Tensor) -> list[dict[str, torch.Tensor]]:
         """Per-image dicts with ``labels``, ``boxes`` (xyxy pixels) and ``scores``.
 
         ``orig_target_sizes`` is ``[B, 2]`` as (width, height). With ``remap_mscoco_category`` the
         labels are COCO category ids.
         """
-        orig_target_sizes = torch.as_tensor(orig_target_sizes, device=outputs["pred_boxes"].device)
+        orig_target_sizes = torch.as_tensor(orig_target_sizes, device=outputs.boxes.device)
         if orig_target_sizes.ndim != 2 or orig_target_sizes.shape[-1] != 2:
             raise ValueError(f"orig_target_sizes must be [B, 2] (width, height), got {list(orig_target_sizes.shape)}")
         labels, boxes, scores = self.decode(outputs, orig_target_sizes)
