@@ -12,11 +12,16 @@ Usage::
 Modes:
     eager        ``model.eval()``, fp32.
     deploy       ``copy.deepcopy(model).deploy()``, fp32 (official deploy numerics).
-    fast         ``deploy(fold_backbone_bn=True, channels_last=True)``, fp32 (changes fp32 rounding).
+    fast         ``deploy(**fast_deploy_flags(cpu))``: BN folded, channels-last, gather sampling (the form
+                 ``dfine.DFINE`` predicts with; fp32 rounding differs from the official by ~2e-4 in logits).
     bf16         the deploy model under ``torch.autocast("cpu", torch.bfloat16)``.
     fast-bf16    the fast model under bf16 autocast.
     deploy+post  the deploy model followed by ``dfine.PostProcessor.decode`` (the ONNX graph's work).
     fast+post    the fast model followed by the post-processor.
+    predict      ``dfine.DFINE.predict`` on a 640x640 uint8 array: preprocessing, fast model, post-processing,
+                 conversion to a ``Prediction`` (the default inference path end to end).
+    compiled+post  ``torch.compile`` (inductor, frozen weights, static shape) of fast+post via
+                 ``TorchBackend.compile``; its compile time is printed.
 
 Every forward runs under ``torch.inference_mode()``. The N model loads the fixture-conditioned weights
 (``official_n_weights.pth``) when they exist, so that activations look like a trained model's; other
@@ -34,6 +39,7 @@ import platform
 import statistics
 import subprocess
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -41,8 +47,13 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 import dfine
+from dfine.deploy.backend import TorchBackend
+from dfine.deploy.metadata import ModelMetadata
+from dfine.deploy.wrapper import DeployModel
+from dfine.model.dfine import fast_deploy_flags
+from dfine.model_info import ModelInfo
 
-MODES = ("eager", "deploy", "fast", "bf16", "fast-bf16", "deploy+post", "fast+post")
+MODES = ("eager", "deploy", "fast", "bf16", "fast-bf16", "deploy+post", "fast+post", "predict", "compiled+post")
 IMAGE_SIZE = 640
 PEAK_MATMUL_SIZE = 2048  # n for the n^3 matmul that measures the peak
 DEFAULT_FIXTURES = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "official"
@@ -125,11 +136,22 @@ def benchmark_size(size: str, modes: list[str], images: torch.Tensor, args: argp
     weights = _fixtures_dir() / f"official_{size}_weights.pth"
     model = build(size, weights if weights.is_file() and not args.random_weights else None)
     deployed = copy.deepcopy(model).deploy()
-    fast = None
-    if any(mode.startswith("fast") for mode in modes):
-        fast = copy.deepcopy(model).deploy(fold_backbone_bn=True, channels_last=True)
+    fast = copy.deepcopy(model).deploy(**fast_deploy_flags(torch.device("cpu")))
     postprocessor = dfine.PostProcessor()
     orig_sizes = torch.tensor([[IMAGE_SIZE, IMAGE_SIZE]] * images.shape[0])
+    compile_seconds = None
+    compiled = predict = None
+    if "compiled+post" in modes:
+        info = ModelInfo.for_config(model.config, size=size)
+        compiled = TorchBackend(DeployModel(copy.deepcopy(fast), dfine.PostProcessor()), ModelMetadata.from_info(info))
+        compile_seconds = compiled.compile(IMAGE_SIZE, images.shape[0])
+        print(f"  {size} compile time {compile_seconds:.1f} s")
+    if "predict" in modes:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            predict = dfine.DFINE(size, device="cpu")
+            predict.model.load_state_dict(fast.state_dict())  # the same weights, in the predictor's own form
+        array = (images[0].permute(1, 2, 0) * 255).to(torch.uint8).numpy()
 
     def bf16(net: torch.nn.Module) -> Callable[[], object]:
         def run() -> object:
@@ -146,10 +168,13 @@ def benchmark_size(size: str, modes: list[str], images: torch.Tensor, args: argp
         "fast-bf16": bf16(fast),
         "deploy+post": lambda: postprocessor.decode(deployed(images), orig_sizes),
         "fast+post": lambda: postprocessor.decode(fast(images), orig_sizes),
+        "predict": lambda: predict.predict(array, conf_threshold=0.25),
+        "compiled+post": lambda: compiled(images, orig_sizes),
     }
     result = {
         "weights": "fixture" if weights.is_file() and not args.random_weights else "random",
         "gflops": count_gflops(deployed, images),
+        "compile_seconds": compile_seconds,
         "modes": {},
     }
     with torch.inference_mode():

@@ -1,4 +1,4 @@
-"""CPU latency of the deployed detector in PyTorch, onnxruntime and OpenVINO (fp32, 640x640).
+"""CPU latency of the deployed detector in PyTorch, onnxruntime and OpenVINO (fp32, bf16, INT8; 640x640).
 
 Each runtime runs the same graph, :class:`dfine.deploy.DeployModel` (model + post-processor, i.e.
 images and original sizes in, top-300 labels/boxes/scores out), with the same thread count. The
@@ -7,9 +7,14 @@ converted from it, so one file serves batch 1 and batch 4. Reported: the median 
 calls after ``--warmup`` untimed ones, per batch and per image, and the compute floor (FLOPs of the
 deployed model / the machine's fp32 matmul peak, a 2048^3 matmul on the same threads).
 
+``openvino-int8`` is the IR quantized by :func:`dfine.deploy.quantize.quantize_openvino` (NNCF, the
+settings ``dfine export --int8`` uses), calibrated on ``--calibration-images`` generated scenes: the
+speed does not depend on the calibration images (its accuracy does: ``benchmarks/int8_accuracy.py``).
+
 Usage::
 
     PYTHONPATH=src python benchmarks/runtimes.py --sizes n s --batches 1 4 --threads 2 --runs 10
+    PYTHONPATH=src python benchmarks/runtimes.py --sizes n --batches 1 --runtimes openvino openvino-int8 --json n.json
 
 The N model loads the fixture-conditioned official weights when present (``DFINE_FIXTURES``), other
 sizes use the random init: timing does not depend on the values. Results go to
@@ -33,6 +38,7 @@ import torch
 import dfine
 from dfine.deploy import OnnxRuntimeBackend, OpenVINOBackend, TorchBackend, export_onnx, export_openvino
 from dfine.deploy.benchmark import time_backend
+from dfine.deploy.quantize import calibration_set, quantize_openvino
 from dfine.deploy.wrapper import load_deploy_model
 from dfine.predictor import RandomWeightsWarning
 
@@ -40,7 +46,7 @@ IMAGE_SIZE = 640
 PEAK_MATMUL_SIZE = 2048  # n of the n^3 matmul that measures the fp32 peak
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "dfine"
 DEFAULT_FIXTURES = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "official"
-RUNTIMES = ("torch", "onnxruntime", "openvino", "openvino-bf16")
+RUNTIMES = ("torch", "onnxruntime", "openvino", "openvino-bf16", "openvino-int8")
 
 
 def matmul_peak_gflops(threads: int, runs: int = 10) -> float:
@@ -79,13 +85,18 @@ def benchmark_size(size: str, args: argparse.Namespace, workdir: Path) -> dict:
     onnx_file = export_onnx(model, workdir / f"{size}.onnx", metadata).path
     export_seconds = time.perf_counter() - start
     xml = export_openvino(onnx_file, workdir / f"{size}.xml", metadata)
+    result = {"size": size, "weights": weights, "gflops": gflops, "onnx_export_s": export_seconds, "runs": {}}
+    if "openvino-int8" in args.runtimes:
+        calibration = calibration_set(None, args.calibration_images)
+        int8 = quantize_openvino(xml, workdir / f"{size}_int8.xml", metadata, calibration)
+        result["int8_quantize_s"] = int8.seconds
     backends = {
         "torch": lambda: TorchBackend(model, metadata, "cpu"),
         "onnxruntime": lambda: OnnxRuntimeBackend(onnx_file, threads=args.threads),
         "openvino": lambda: OpenVINOBackend(xml, threads=args.threads),
         "openvino-bf16": lambda: OpenVINOBackend(xml, threads=args.threads, precision="bf16"),
+        "openvino-int8": lambda: OpenVINOBackend(int8.path, threads=args.threads),
     }
-    result = {"size": size, "weights": weights, "gflops": gflops, "onnx_export_s": export_seconds, "runs": {}}
     for name in args.runtimes:
         backend = backends[name]()
         for batch in args.batches:
@@ -124,6 +135,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--runs", type=int, default=10, help="timed calls per (runtime, batch)")
     parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--calibration-images", type=int, default=32, help="openvino-int8: generated scenes")
     parser.add_argument("--json", type=Path, help="write the raw numbers here")
     args = parser.parse_args()
     load_before = os.getloadavg()
@@ -140,7 +152,9 @@ def main() -> None:
     }
     print(json.dumps(info))
     for result in results:
-        print(f"{result['size'].upper()}: {result['gflops']:.2f} GFLOPs, ONNX export {result['onnx_export_s']:.1f} s")
+        int8 = f", INT8 quantization {result['int8_quantize_s']:.1f} s" if "int8_quantize_s" in result else ""
+        export = f"ONNX export {result['onnx_export_s']:.1f} s{int8}"
+        print(f"{result['size'].upper()}: {result['gflops']:.2f} GFLOPs, {export}")
     print(_table(results, args, peak))
     if args.json:
         args.json.write_text(json.dumps({"info": info, "results": results}, indent=1))

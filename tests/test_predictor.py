@@ -94,6 +94,36 @@ def test_wrapping_a_built_model_keeps_it(official_n_weights):
         dfine.DFINE(torch.nn.Linear(2, 2))
 
 
+def test_loaded_weights_predict_with_the_fast_paths_and_exact_keeps_the_official_ones(official_n_weights):
+    fast = dfine.DFINE.from_pretrained(official_n_weights, device="cpu")
+    exact = dfine.DFINE.from_pretrained(official_n_weights, device="cpu", exact=True)
+    fast_kinds = {type(m).__name__ for m in fast.model.modules()}
+    exact_kinds = {type(m).__name__ for m in exact.model.modules()}
+    assert "GatherDeformableAttention" in fast_kinds and "GatherDeformableAttention" not in exact_kinds
+    assert fast.model.backbone.stem.stem1.folded_weight is not None
+    assert exact.model.backbone.stem.stem1.folded_weight is None
+    assert fast.model.backbone.stem.stem1.conv.weight.is_contiguous(memory_format=torch.channels_last)
+    image = _noise_image(320, 200)
+    (a,) = fast.predict(image, conf_threshold=LOW_CONF)
+    (b,) = exact.predict(image, conf_threshold=LOW_CONF)
+    assert len(a) == len(b) > 0
+    torch.testing.assert_close(a.scores, b.scores, rtol=0, atol=1e-4)
+    torch.testing.assert_close(a.boxes, b.boxes, rtol=0, atol=1e-2)  # pixels
+    assert torch.equal(a.labels, b.labels)
+
+
+def test_torch_backend_converts_only_when_asked(official_n_weights):
+    from dfine.deploy.backend import TorchBackend
+    from dfine.deploy.wrapper import load_deploy_model
+
+    exact, metadata = load_deploy_model(checkpoint=official_n_weights)
+    TorchBackend(exact, metadata, "cpu")
+    assert exact.model.backbone.stem.stem1.folded_weight is None
+    fast, metadata = load_deploy_model(checkpoint=official_n_weights)
+    TorchBackend(fast, metadata, "cpu", fast=True)
+    assert fast.model.backbone.stem.stem1.folded_weight is not None
+
+
 def test_resolve_device():
     assert resolve_device("cpu") == torch.device("cpu")
     assert resolve_device(None).type == ("cuda" if torch.cuda.is_available() else "cpu")
@@ -380,3 +410,24 @@ def test_stream_mode_reads_a_video_lazily_with_flat_memory(tmp_path, monkeypatch
     assert prediction.frame == 499 and len(decoded) == 500
     # 400 frames held in memory would be ~70 MB (320x180 RGB); streamed, the process stays where it was
     assert rss[499] - rss[100] < 25, rss
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_compile_runs_the_compiled_graph_with_the_eager_results():
+    """torch.compile (inductor, frozen weights) at the input size; ~1 min of compiling on 2 cores."""
+    torch.manual_seed(0)
+    model = dfine.build_model("n", num_classes=3, decoder={"num_layers": 1}, eval_spatial_size=(256, 256))
+    detector = dfine.DFINE(model, device="cpu")
+    images = [_noise_image(300, 200, seed) for seed in range(2)]
+    eager = detector.predict(images[0], conf_threshold=0.0) + detector.predict(images, conf_threshold=0.0)
+    seconds = detector.compile(batch_size=1)
+    assert seconds > 0 and detector.detector.backend._compiled_shape == (1, 3, 256, 256)
+    calls = []
+    compiled = detector.detector.backend._compiled
+    detector.detector.backend._compiled = lambda *a: calls.append(1) or compiled(*a)
+    again = detector.predict(images[0], conf_threshold=0.0) + detector.predict(images, conf_threshold=0.0)
+    assert calls == [1]  # batch 1 ran the compiled graph, batch 2 the eager model
+    for a, b in zip(eager, again):  # random weights: near-tied scores may swap places, so boxes pair by distance
+        torch.testing.assert_close(a.scores, b.scores, rtol=0, atol=1e-4)
+        assert torch.cdist(a.boxes, b.boxes).min(dim=1).values.max() < 0.5  # pixels

@@ -28,9 +28,11 @@ from .deploy.wrapper import DeployModel
 from .engine.checkpoint import infer_model_size
 from .loading import WeightsSource, load_model
 from .model.dfine import DFINE as DFINEModel
+from .model.dfine import fast_deploy_flags
 from .model.postprocess import PostProcessor
 from .model_info import ModelInfo, RandomWeightsWarning, default_class_names, resolve_device
 from .prediction import Prediction, to_predictions
+from .threads import default_loader_workers
 from .tracking import Tracker, track
 
 if TYPE_CHECKING:
@@ -65,6 +67,11 @@ class DFINE:
             ``class_i``. For a model built from a size, their number sets the class count.
         device: where to run; None picks CUDA when available, else the CPU.
         info: what is known about ``model`` (from :func:`dfine.load_model`); built from the model if None.
+        exact: keep the official fp32 arithmetic. By default a model this class loads itself (a size
+            here, weights in :meth:`from_pretrained`) is deployed with the speedups of
+            :func:`dfine.model.dfine.fast_deploy_flags`, whose logits differ from the official fp32
+            ones by ~2e-4 (as far as those are from a float64 evaluation) and which run ~1.3x faster
+            on the CPU. A built model passed in is never converted.
 
     Attributes:
         model: the detector (eval mode, on ``device``).
@@ -80,15 +87,16 @@ class DFINE:
         class_names: Sequence[str] | None = None,
         device: str | torch.device | None = None,
         info: ModelInfo | None = None,
+        exact: bool = False,
     ) -> None:
-        if isinstance(model, str):
+        owned = isinstance(model, str)
+        if owned:
             if model.lower() not in MODEL_PRESETS:
                 raise ValueError(
                     f"DFINE({model!r}): not a size ({', '.join(MODEL_PRESETS)}); for weights use "
                     f"DFINE.from_pretrained({model!r})"
                 )
             model, info = load_model(model, num_classes=len(class_names) if class_names is not None else None)
-            model = model.deploy()
             warnings.warn(
                 "this D-FINE model has RANDOM weights, so its detections are meaningless; "
                 "load trained weights with DFINE.from_pretrained(source)",
@@ -99,6 +107,19 @@ class DFINE:
             raise TypeError(
                 f"model must be a size ('n', 's', 'm', 'l', 'x') or a dfine.DFINEModel, got {type(model).__name__}"
             )
+        self._setup(model, class_names, device, info, deploy=owned, fast=owned and not exact)
+
+    def _setup(
+        self,
+        model: DFINEModel,
+        class_names: Sequence[str] | None,
+        device: str | torch.device | None,
+        info: ModelInfo | None,
+        *,
+        deploy: bool,
+        fast: bool,
+    ) -> None:
+        """Hold ``model`` (deployed first when ``deploy``, with the speedups when ``fast``) and its backend."""
         if info is None:
             info = _info_for(model, class_names)
         elif class_names is not None:
@@ -111,6 +132,8 @@ class DFINE:
         self.info = info
         self.device = resolve_device(device)
         self.model = model.to(self.device).eval()
+        if deploy:
+            self.model.deploy(**(fast_deploy_flags(self.device) if fast else {}))
         postprocessor = PostProcessor(num_classes=model.num_classes, num_top_queries=info.num_top_queries)
         metadata = ModelMetadata.from_info(info)
         backend = TorchBackend(DeployModel(self.model, postprocessor), metadata, self.device)
@@ -124,6 +147,7 @@ class DFINE:
         size: str | None = None,
         class_names: Sequence[str] | None = None,
         device: str | torch.device | None = None,
+        exact: bool = False,
     ) -> DFINE:
         """A deployed detector with the weights of ``source`` (see :func:`dfine.load_model`).
 
@@ -133,9 +157,12 @@ class DFINE:
             size: an official checkpoint's size; None infers it from the weights.
             class_names: as in :class:`DFINE`; the class count always comes from the weights.
             device: as in :class:`DFINE`.
+            exact: as in :class:`DFINE`: keep the official fp32 arithmetic (no deploy speedups).
         """
         model, info = load_model(source, size=size)
-        return cls(model.deploy(), class_names=class_names, device=device, info=info)
+        detector = cls.__new__(cls)
+        detector._setup(model, class_names, device, info, deploy=True, fast=not exact)
+        return detector
 
     @classmethod
     def from_checkpoint(
@@ -160,6 +187,16 @@ class DFINE:
     def input_size(self) -> int:
         """Side of the square input the model was built for (pixels)."""
         return self.info.image_size
+
+    def compile(self, batch_size: int = 1) -> float:
+        """Compile the model with ``torch.compile`` for :meth:`predict` calls of ``batch_size`` images at the
+        model's input size; returns the compile time in seconds (about a minute for N on 2 CPU cores).
+
+        Inductor with the weights frozen into the graph; the predictions equal the eager ones to fp32 rounding.
+        Calls of another batch size or ``image_size`` keep running eagerly. Measured speed in
+        ``benchmarks/RESULTS.md``: on the CPU it gains little over the default (already folded) eager model.
+        """
+        return self._detector.backend.compile(self.input_size, batch_size)
 
     @property
     def detector(self) -> BackendDetector:
@@ -275,7 +312,8 @@ class DFINE:
         output_dir: str | Path | None = None,
         resume: bool = False,
         seed: int = 0,
-        workers: int = 2,
+        workers: int | None = None,
+        threads: int | None = None,
         **overrides: Any,
     ) -> TrainResult:
         """Fine-tune on a dataset: a folder (COCO README layout, a Roboflow COCO export, YOLO ``data.yaml``, Pascal
@@ -290,7 +328,10 @@ class DFINE:
             output_dir: the run folder; None: ``runs/train/<dataset name>`` (``_2``, ``_3``... when taken).
             resume: continue the run in ``output_dir`` from its ``last.pth``.
             seed: random seed (same seed, same run).
-            workers: data-loading processes.
+            workers: data-loading processes; None: one per usable core but one, at most 4
+                (:func:`dfine.threads.default_loader_workers`).
+            threads: intra-op CPU threads; None: :func:`dfine.threads.plan_threads` (``OMP_NUM_THREADS``, else the
+                usable cores; minus ``workers`` on CUDA).
             overrides: official config keys over the recipe's, deep-merged (``use_amp=False``,
                 ``HGNetv2={"pretrained": False}``, ``print_freq=10``).
 
@@ -315,7 +356,7 @@ class DFINE:
             image_size=image_size or self.input_size,
             batch_size=batch_size,
             pretrained_backbone=start is None and not resume,
-            num_workers=workers,
+            num_workers=workers if workers is not None else default_loader_workers(),
             overrides=overrides,
         )
         last = run_dir / "last.pth"
@@ -326,6 +367,7 @@ class DFINE:
             tuning=str(start) if start else None,
             device=device or str(self.device),
             seed=seed,
+            threads=threads,
         )
         result = train_on_data(config, splits, recipe, options)
         self._adopt(result.best_checkpoint or result.last_checkpoint)
@@ -372,15 +414,38 @@ class DFINE:
         checkpoint = self._train_layout_checkpoint(run_dir, "evaluated_weights.pth")
         return evaluate_on_data(config, checkpoint, RunOptions(device=str(self.device), output_dir=str(run_dir)))
 
-    def export(self, format: str = "onnx", path: str | Path | None = None, **options: Any) -> Path:
+    def export(
+        self,
+        format: str = "onnx",
+        path: str | Path | None = None,
+        *,
+        int8: bool = False,
+        calibration: str | Path | Sequence[str | Path] | None = None,
+        data: str | Path | None = None,
+        max_ap_drop: float = 1.0,
+        **options: Any,
+    ) -> Path:
         """Write this detector as ``onnx`` (onnxruntime), ``openvino`` (IR built from the ONNX file) or ``hf``
         (a Hugging Face folder); returns the file (folder for ``hf``). ``options`` go to
-        :func:`dfine.deploy.export_onnx` (``opset``, ``batch_size``...); class names and input size travel along."""
+        :func:`dfine.deploy.export_onnx` (``opset``, ``batch_size``...); class names and input size travel along.
+
+        ``int8=True`` (openvino) also quantizes the IR with NNCF on ``calibration`` (a dataset, a folder or list of
+        images; None: generated scenes) and returns ``STEM_int8.xml``; with ``data`` (a dataset, as :meth:`val`
+        takes) it is kept only if its val AP is within ``max_ap_drop`` points of fp32
+        (:func:`dfine.deploy.quantize.export_int8`)."""
+        from .deploy.accuracy import validation_set
         from .deploy.onnx import export_onnx
         from .deploy.openvino import export_openvino
+        from .deploy.quantize import calibration_set, export_int8, require_nncf
 
         if format not in ("onnx", "openvino", "hf"):
             raise ValueError(f"unknown export format {format!r}; choose onnx, openvino or hf")
+        if int8 and format != "openvino":
+            raise ValueError(f"int8=True quantizes the OpenVINO model: export('openvino', int8=True), not {format!r}")
+        if int8:  # before the export: a missing nncf, calibration folder or dataset fails fast
+            require_nncf()
+            calibration_images = calibration_set(calibration)
+            check_data = validation_set(data) if data is not None else None
         base = Path(path) if path is not None else Path(f"dfine_{self.info.size or 'model'}")
         if format == "hf":
             from .hub.hf import save_hf_checkpoint
@@ -393,7 +458,11 @@ class DFINE:
         onnx_file = export_onnx(backend.model, base.with_suffix(".onnx"), backend.metadata, **options).path
         if format == "onnx":
             return onnx_file
-        return export_openvino(onnx_file, base.with_suffix(".xml"), backend.metadata)
+        xml = export_openvino(onnx_file, base.with_suffix(".xml"), backend.metadata)
+        if not int8:
+            return xml
+        result = export_int8(xml, backend.metadata, calibration_images, check_data=check_data, max_ap_drop=max_ap_drop)
+        return result.path
 
     def __repr__(self) -> str:
         size = f"D-FINE-{self.info.size.upper()}" if self.info.size else "D-FINE"

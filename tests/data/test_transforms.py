@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 import torch
 from PIL import Image
@@ -9,6 +11,7 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 
 from dfine.data.coco import CocoDetection
+from dfine.data.collate import BatchImageCollateFunction
 from dfine.data.schedule import AugmentationSchedule
 from dfine.data.transforms import (
     ConvertBoxes,
@@ -16,6 +19,7 @@ from dfine.data.transforms import (
     DetectionCompose,
     Mosaic,
     RandomIoUCrop,
+    images_to_device,
     sanitize_boxes,
     train_transforms,
     val_transforms,
@@ -155,3 +159,55 @@ def test_mosaic_needs_the_dataset():
     image, target = _sample()
     with pytest.raises(ValueError, match="needs the dataset"):
         Mosaic()(image, target)
+
+
+def _pil_scene(seed: int, size: tuple[int, int] = (90, 70)):
+    gen = torch.Generator().manual_seed(seed)
+    pixels = torch.randint(0, 256, (size[1], size[0], 3), generator=gen, dtype=torch.uint8)
+    image = Image.fromarray(pixels.numpy())
+    boxes = tv_tensors.BoundingBoxes([[10, 12, 50, 40], [30, 5, 80, 60]], format="XYXY", canvas_size=(size[1], size[0]))
+    return image, {"boxes": boxes, "labels": torch.tensor([1, 2])}
+
+
+def test_uint8_pipeline_plus_device_conversion_equals_the_float_pipeline():
+    """keep_uint8 moves the float conversion to the trainer's device: same random draws, same values."""
+    results = []
+    for keep_uint8 in (False, True):
+        torch.manual_seed(3)
+        pipeline = train_transforms((64, 64), keep_uint8=keep_uint8)
+        collate = BatchImageCollateFunction(base_size=64, base_size_repeat=3)
+        random.seed(5)
+        batch = collate([pipeline(*_pil_scene(seed)) for seed in range(4)])
+        results.append(batch)
+    (float_images, float_targets), (uint8_images, uint8_targets) = results
+    assert float_images.dtype == torch.float32 and uint8_images.dtype == torch.uint8
+    assert uint8_images.element_size() * 4 == float_images.element_size()
+    converted = images_to_device(uint8_images, torch.device("cpu"), torch.channels_last)
+    assert converted.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(converted, float_images)
+    for a, b in zip(float_targets, uint8_targets):
+        assert torch.equal(a["boxes"], b["boxes"]) and torch.equal(a["labels"], b["labels"])
+
+
+def test_uint8_batch_before_a_bilinear_resize_is_converted_first():
+    images = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8)
+    items = [
+        (img, {"boxes": tv_tensors.BoundingBoxes([[0.5, 0.5, 0.2, 0.2]], format="CXCYWH", canvas_size=(32, 32))})
+        for img in images
+    ]
+    random.seed(0)
+    got, _ = BatchImageCollateFunction(base_size=32, base_size_repeat=1, mode="bilinear")(items)
+    random.seed(0)
+    size = random.choice(BatchImageCollateFunction(base_size=32, base_size_repeat=1).scales)
+    expected = torch.nn.functional.interpolate(images.float() / 255, size=size, mode="bilinear")
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-6)
+
+
+def test_keep_uint8_only_defers_the_official_conversion():
+    image = Image.new("RGB", (8, 8), (255, 0, 10))
+    assert ConvertPILImage("float32", scale=True, keep_uint8=True)(image).dtype == torch.uint8
+    assert ConvertPILImage("float16", scale=True, keep_uint8=True)(image).dtype == torch.float16
+    assert ConvertPILImage("float32", scale=False, keep_uint8=True)(image).max() == 255.0
+    float_batch = torch.rand(1, 3, 4, 4)
+    assert images_to_device(float_batch, torch.device("cpu")) is float_batch

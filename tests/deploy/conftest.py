@@ -6,6 +6,7 @@ that reads the files also covers the command.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -57,3 +58,9 @@ def batches(fixture_images) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
     """Batch 1 (fixture image 0) and batch 3 (images 0, 1 and 0 mirrored), with original sizes."""
     three = torch.cat([fixture_images, fixture_images[:1].flip(-1)])
     return {1: (three[:1], ORIG_SIZES[:1]), 3: (three, ORIG_SIZES)}
+
+
+# test_int8.py runs in its own pytest process (test_int8_isolated.py): NNCF and OpenVINO's INT8 CPU kernels left
+# this process's heap corrupted, and an unrelated test two files later segfaulted in _Py_Dealloc.
+INT8_CHILD_ENV = "DFINE_INT8_TESTS_CHILD"
+collect_ignore = [] if os.environ.get(INT8_CHILD_ENV) == "1" else ["test_int8.py"]

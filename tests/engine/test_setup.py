@@ -39,3 +39,27 @@ def test_cpu_amp_falls_back_to_fp32_without_native_bf16(tiny_config_file, tmp_pa
         assert trainer.options.use_amp is expected
         said = "no native bfloat16" in caplog.text
         assert said is not expected
+
+
+def test_the_trainer_uses_the_training_paths_and_says_its_threads(tiny_config_file, tmp_path, caplog):
+    import torch
+
+    import dfine.engine.setup as setup
+    from dfine.config.schema import load_train_config
+    from dfine.engine.ema import unwrap_model
+    from dfine.model.fast_paths import TrainingConvBNAct
+
+    before = torch.get_num_threads()
+    try:
+        with caplog.at_level("INFO", logger="dfine"):
+            trainer, _ = setup.build_trainer(
+                load_train_config(tiny_config_file), setup.RunOptions(device="cpu", output_dir=str(tmp_path), threads=1)
+            )
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    assert "CPU threads: 1 intra-op (--threads" in caplog.text
+    kinds = {type(m) for m in unwrap_model(trainer.model).modules()}
+    assert TrainingConvBNAct in kinds  # the tiny config's B0 uses LAB
+    images, _ = next(iter(trainer.train_loader))
+    assert images.dtype == torch.uint8  # converted on the device by the trainer

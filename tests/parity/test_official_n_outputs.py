@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import dfine
+from dfine.model.dfine import fast_deploy_flags
 
 LOGITS_ATOL = 1e-3
 BOXES_ATOL = 1e-4
@@ -46,6 +47,12 @@ def deploy_model(model_n):
     return copy.deepcopy(model_n).deploy()
 
 
+@pytest.fixture(scope="module")
+def fast_model(model_n):
+    """The form ``dfine.DFINE`` predicts with on the CPU (BN folded, channels-last, gather sampling)."""
+    return copy.deepcopy(model_n).deploy(**fast_deploy_flags(torch.device("cpu")))
+
+
 def _head(feat: torch.Tensor) -> torch.Tensor:
     """The slice the fixture stores: first 4 channels, first 64 flattened positions, [B, 4, 64]."""
     return feat[:, :4].flatten(2)[..., :64]
@@ -70,12 +77,15 @@ def test_encoder_topk_selects_same_anchors(eval_outputs, official_n_outputs):
         assert set(ours.tolist()) == set(ref.tolist())
 
 
-@pytest.mark.parametrize("mode", ["eval", "deploy"])
-def test_raw_outputs_match(mode, eval_outputs, deploy_model, fixture_images, official_n_outputs):
+@pytest.mark.parametrize("mode", ["eval", "deploy", "fast"])
+def test_raw_outputs_match(mode, eval_outputs, deploy_model, fast_model, fixture_images, official_n_outputs):
     outputs, topk = eval_outputs
-    if mode == "deploy":
-        with torch.no_grad():
-            outputs = deploy_model(fixture_images)
+    if mode != "eval":  # rows aligned by the tested model's own query selection (near-tied scores may reorder)
+        model = deploy_model if mode == "deploy" else fast_model
+        with torch.inference_mode():
+            outputs, topk = model(fixture_images), _encoder_topk(model, fixture_images)
+        for ours, ref in zip(topk, official_n_outputs["enc_topk_ind"], strict=True):
+            assert set(ours.tolist()) == set(ref.tolist())
     ref_topk = official_n_outputs["enc_topk_ind"]
     for key, field, atol in (("pred_logits", "logits", LOGITS_ATOL), ("pred_boxes", "boxes", BOXES_ATOL)):
         ours = _rows_by_anchor(getattr(outputs, field), topk)
@@ -93,10 +103,11 @@ def test_deploy_layout_matches_official(deploy_model):
     assert any(k.endswith("conv_bn_fused.weight") for k in state)
 
 
-def test_postprocessed_detections_match(deploy_model, fixture_images, official_n_outputs):
+@pytest.mark.parametrize("mode", ["deploy", "fast"])
+def test_postprocessed_detections_match(mode, deploy_model, fast_model, fixture_images, official_n_outputs):
     sizes = official_n_outputs["orig_target_sizes"]
-    with torch.no_grad():
-        outputs = deploy_model(fixture_images)
+    with torch.inference_mode():
+        outputs = (deploy_model if mode == "deploy" else fast_model)(fixture_images)
     labels, boxes, scores = dfine.PostProcessor(num_classes=80).decode(outputs, sizes)
     torch.testing.assert_close(scores, official_n_outputs["post_scores"], atol=1e-4, rtol=0)
     top = 50

@@ -96,7 +96,7 @@ def _build_parser() -> argparse.ArgumentParser:
     predict.add_argument(
         "--ann-file", type=Path, help="COCO annotations of the images: predictions.json then uses their image ids"
     )
-    add_backend_arguments(predict)
+    add_backend_arguments(predict, compile_flag=True)
     add_predict_output_arguments(predict)
     predict.set_defaults(run=_run_predict)
 

@@ -45,6 +45,11 @@ def add_train_arguments(parser: argparse.ArgumentParser, data: bool = False) -> 
         help="mixed precision: fp16 + GradScaler on CUDA, bf16 autocast on CPU",
     )
     parser.add_argument("--seed", type=int, help="random seed (runs with the same seed are reproducible)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        help="intra-op CPU threads (default: OMP_NUM_THREADS, else the usable cores; see dfine.threads)",
+    )
     parser.add_argument("--test-only", action="store_true", help="only evaluate (-r CKPT) on the val set")
     parser.add_argument("--output-dir", help="run folder (default: the config's output_dir)")
     parser.add_argument("--summary-dir", help="tensorboard folder (default: OUTPUT_DIR/summary)")
@@ -62,7 +67,9 @@ def _add_data_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--epochs", type=int, help="epochs (default: from the dataset size)")
     group.add_argument("--image-size", type=int, help="input side, a multiple of 32 (default: the model's)")
     group.add_argument("--batch-size", type=int, default=8, help="images per step (default 8)")
-    group.add_argument("--workers", type=int, default=2, help="data-loading processes (default 2)")
+    group.add_argument(
+        "--workers", type=int, help="data-loading processes (default: one per usable core but one, at most 4)"
+    )
     group.add_argument("--split", default="val", help="dfine val --data: the split to score (val, test, train)")
 
 
@@ -114,6 +121,7 @@ def run_data(args: argparse.Namespace, test_only: bool) -> int:
         resume=resume,
         seed=args.seed if args.seed is not None else 0,
         workers=args.workers,
+        threads=args.threads,
         **overrides,
     )
     best = result.best_checkpoint or result.last_checkpoint
@@ -146,6 +154,7 @@ def run_train(args: argparse.Namespace, test_only: bool | None = None) -> int:
         summary_dir=args.summary_dir,
         use_amp=args.use_amp,
         seed=args.seed,
+        threads=args.threads,
     )
     output_dir = run.output_dir or cfg.output_dir
     try:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 import torch.nn.functional as F
 from torchvision import tv_tensors
+from torchvision.transforms.v2 import functional as TF
 
 if TYPE_CHECKING:
     from .schedule import AugmentationSchedule
@@ -103,6 +104,9 @@ class BatchImageCollateFunction:
             return images, targets
         _require_normalized(targets)
         size = random.choice(self.scales)
+        if images.dtype == torch.uint8 and self.mode != "nearest":
+            # nearest only picks pixels, so uint8 gives the float result; other modes must see floats
+            images = TF.to_dtype(images, dtype=torch.float32, scale=True)
         images = F.interpolate(images, size=size, mode=self.mode)
         for target in targets:  # boxes are normalized; only the recorded canvas changes
             boxes = target.get("boxes")

@@ -37,9 +37,12 @@ def build_schedule(policy: dict[str, Any] | None, multiscale_stop_epoch: int | N
 
 
 def build_pipeline(
-    ops: list[dict[str, Any]] | tuple, schedule: AugmentationSchedule | None, where: str
+    ops: list[dict[str, Any]] | tuple, schedule: AugmentationSchedule | None, where: str, keep_uint8: bool = False
 ) -> DetectionCompose:
-    """A :class:`DetectionCompose` from YAML op entries; an unknown op names the closest known one."""
+    """A :class:`DetectionCompose` from YAML op entries; an unknown op names the closest known one.
+
+    ``keep_uint8``: ``ConvertPILImage`` leaves images uint8 for the trainer to convert on its device.
+    """
     built = []
     for i, spec in enumerate(ops):
         if not isinstance(spec, dict) or "type" not in spec:
@@ -52,6 +55,8 @@ def build_pipeline(
             hint = f"; did you mean {match[0]!r}?" if match else f"; known ops: {', '.join(TRANSFORM_OPS)}"
             raise ValueError(f"{where}.ops[{i}].type {kind!r} is not a known transform{hint}")
         args = {k: v for k, v in spec.items() if k != "type"}
+        if kind == "ConvertPILImage" and keep_uint8:
+            args["keep_uint8"] = True
         try:
             built.append(TRANSFORM_OPS[kind](**args))
         except TypeError as err:

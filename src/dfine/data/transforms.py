@@ -42,6 +42,7 @@ __all__ = [
     "DetectionCompose",
     "Mosaic",
     "RandomIoUCrop",
+    "images_to_device",
     "op_name",
     "sanitize_boxes",
     "train_transforms",
@@ -109,19 +110,40 @@ class ConvertPILImage(v2.Transform):
     Args:
         dtype: ``"float32"`` (official) or any ``torch`` dtype (name or object).
         scale: scale values to the dtype's range (uint8 0..255 -> float 0..1).
+        keep_uint8: leave a uint8 image uint8 when the conversion is the official one (float, scaled):
+            the trainer finishes it on the model's device (:func:`images_to_device`), with the same
+            values, after a 4x smaller collate and host-to-device copy.
     """
 
     _transformed_types = (PIL.Image.Image, tv_tensors.Image)
 
-    def __init__(self, dtype: str | torch.dtype = "float32", scale: bool = True) -> None:
+    def __init__(self, dtype: str | torch.dtype = "float32", scale: bool = True, keep_uint8: bool = False) -> None:
         super().__init__()
         self.dtype = getattr(torch, dtype, None) if isinstance(dtype, str) else dtype
         if not isinstance(self.dtype, torch.dtype):
             raise ValueError(f"ConvertPILImage: dtype {dtype!r} is not a torch dtype; use e.g. 'float32'")
         self.scale = scale
+        self.keep_uint8 = keep_uint8 and self.dtype == torch.float32 and scale
 
     def transform(self, inpt: Any, params: dict[str, Any]) -> tv_tensors.Image:
-        return F.to_dtype(F.to_image(inpt), dtype=self.dtype, scale=self.scale)
+        image = F.to_image(inpt)
+        if self.keep_uint8 and image.dtype == torch.uint8:
+            return image
+        return F.to_dtype(image, dtype=self.dtype, scale=self.scale)
+
+
+def images_to_device(
+    images: torch.Tensor, device: torch.device, memory_format: torch.memory_format = torch.preserve_format
+) -> torch.Tensor:
+    """A batch ``[B, 3, H, W]`` on ``device`` as the model takes it: float32 in [0, 1].
+
+    A uint8 batch (from ``ConvertPILImage(keep_uint8=True)``) is converted there, exactly as
+    ``ConvertPILImage(float32, scale=True)`` would have on the host; a float batch only moves.
+    """
+    images = images.to(device, non_blocking=True)
+    if images.dtype == torch.uint8:
+        images = F.to_dtype(images, dtype=torch.float32, scale=True)
+    return images.contiguous(memory_format=memory_format) if memory_format != torch.preserve_format else images
 
 
 class ConvertBoxes(v2.Transform):
@@ -249,6 +271,7 @@ def train_transforms(
     size: tuple[int, int] = TRAIN_SIZE,
     schedule: AugmentationSchedule | None = None,
     mosaic: Mosaic | None = None,
+    keep_uint8: bool = False,
 ) -> DetectionCompose:
     """The official training pipeline (module docstring), optionally starting with ``mosaic``.
 
@@ -257,6 +280,7 @@ def train_transforms(
         schedule: which ops are off at which epoch (official: the first three from ``stop_epoch``).
         mosaic: a :class:`Mosaic` op to run first (add ``"Mosaic"`` to the schedule's ``ops_off`` to
             stop it with the others).
+        keep_uint8: images stay uint8 (see :class:`ConvertPILImage`).
     """
     ops: list[Callable[..., Any]] = [] if mosaic is None else [mosaic]
     ops += [
@@ -267,12 +291,16 @@ def train_transforms(
         v2.RandomHorizontalFlip(),
         v2.Resize(size=list(size)),
         sanitize_boxes(),
-        ConvertPILImage(dtype="float32", scale=True),
+        ConvertPILImage(dtype="float32", scale=True, keep_uint8=keep_uint8),
         ConvertBoxes(fmt="cxcywh", normalize=True),
     ]
     return DetectionCompose(ops, schedule)
 
 
-def val_transforms(size: tuple[int, int] = TRAIN_SIZE) -> DetectionCompose:
-    """The official evaluation pipeline: resize, then float image in [0, 1]; boxes stay absolute xyxy."""
-    return DetectionCompose([v2.Resize(size=list(size)), ConvertPILImage(dtype="float32", scale=True)])
+def val_transforms(size: tuple[int, int] = TRAIN_SIZE, keep_uint8: bool = False) -> DetectionCompose:
+    """The official evaluation pipeline: resize, then float image in [0, 1]; boxes stay absolute xyxy.
+
+    ``keep_uint8``: images stay uint8 (see :class:`ConvertPILImage`)."""
+    return DetectionCompose(
+        [v2.Resize(size=list(size)), ConvertPILImage(dtype="float32", scale=True, keep_uint8=keep_uint8)]
+    )

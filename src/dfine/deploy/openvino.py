@@ -17,7 +17,7 @@ from .backend import Backend, Outputs
 from .metadata import METADATA_KEYS, METADATA_PREFIX, ModelMetadata
 from .wrapper import INPUT_NAMES, OUTPUT_NAMES
 
-__all__ = ["OpenVINOBackend", "export_openvino", "PRECISIONS"]
+__all__ = ["OpenVINOBackend", "export_openvino", "save_openvino_model", "PRECISIONS"]
 
 PRECISIONS = ("f32", "bf16", "f16")  # INFERENCE_PRECISION_HINT values offered
 _RT_INFO_SECTION = METADATA_PREFIX.rstrip(".")  # rt_info path ["dfine", key]
@@ -39,13 +39,29 @@ def export_openvino(
         fp16_weights: store the weights in fp16 (half the file; computation precision is chosen at
             load time).
     """
+    model = _openvino().convert_model(str(onnx_path))
+    return save_openvino_model(model, xml_path, metadata, fp16_weights=fp16_weights)
+
+
+def save_openvino_model(model, xml_path: str | Path, metadata: ModelMetadata, *, fp16_weights: bool = False) -> Path:
+    """Write an ``openvino.Model`` as IR with ``metadata`` in its ``rt_info``; returns the ``.xml`` path.
+
+    The IR is written under a temporary name and then renamed, so ``xml_path`` only ever holds a
+    finished model (an interrupted export leaves no half-written file that would load).
+    """
     ov = _openvino()
     xml_path = Path(xml_path)
     xml_path.parent.mkdir(parents=True, exist_ok=True)
-    model = ov.convert_model(str(onnx_path))
     for key, value in metadata.to_strings().items():
         model.set_rt_info(value, [_RT_INFO_SECTION, key[len(METADATA_PREFIX) :]])
-    ov.save_model(model, str(xml_path), compress_to_fp16=fp16_weights)
+    partial = xml_path.with_name(f".{xml_path.stem}.partial.xml")
+    try:
+        ov.save_model(model, str(partial), compress_to_fp16=fp16_weights)
+        partial.with_suffix(".bin").replace(xml_path.with_suffix(".bin"))
+        partial.replace(xml_path)
+    finally:
+        partial.unlink(missing_ok=True)
+        partial.with_suffix(".bin").unlink(missing_ok=True)
     return xml_path
 
 

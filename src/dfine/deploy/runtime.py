@@ -74,7 +74,7 @@ def open_backend(
         raise ValueError(f"unknown backend {kind!r}; choose one of {', '.join(BACKENDS)}")
     if kind == "torch":
         model, metadata = load_deploy_model(config, model_file, size=size, **({"fix": fix} if fix else {}))
-        return TorchBackend(model, metadata, device)
+        return TorchBackend(model, metadata, device, fast=True)
     if model_file is None:
         raise ValueError(f"the {kind} backend needs the exported model file (see 'dfine export')")
     if config is not None:

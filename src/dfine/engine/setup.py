@@ -30,8 +30,10 @@ from ..hub.download import hgnetv2_weights
 from ..losses.criterion import DFINECriterion
 from ..losses.matcher import HungarianMatcher
 from ..model.dfine import DFINE
+from ..model.fast_paths import use_training_paths
 from ..model.hgnetv2 import HGNetv2, load_hgnetv2_pretrained
 from ..model.postprocess import PostProcessor
+from ..threads import apply_threads, plan_threads
 from .checkpoint import CheckpointError, load_checkpoint, read_checkpoint
 from .distributed import barrier, get_world_size, init_distributed, is_distributed, is_main_process
 from .ema import ModelEMA
@@ -57,6 +59,7 @@ class RunOptions:
     summary_dir: str | None = None
     use_amp: bool | None = None
     seed: int | None = None
+    threads: int | None = None  # intra-op CPU threads; None: dfine.threads.plan_threads decides
     coco_block_on_console: bool = True  # the official 12-line block per evaluation (train.py keeps it)
 
 
@@ -83,9 +86,9 @@ def _dataset(cfg: TrainConfig, loader: LoaderConfig, train: bool, category_map: 
     schedule = build_schedule(data.policy, loader.collate.stop_epoch) if train else None
     size = tuple(cfg.model.decoder.eval_spatial_size or (640, 640))
     if data.ops:
-        transforms = build_pipeline(data.ops, schedule, f"{cfg.source}: {where}.transforms")
-    else:
-        transforms = train_transforms(size, schedule) if train else val_transforms(size)
+        transforms = build_pipeline(data.ops, schedule, f"{cfg.source}: {where}.transforms", keep_uint8=True)
+    else:  # uint8 until the trainer's device (Trainer converts with images_to_device)
+        transforms = train_transforms(size, schedule, keep_uint8=True) if train else val_transforms(size, True)
     if category_map is None and not cfg.remap_mscoco_category:
         category_map = _label_map(cfg, data.ann_file)
     dataset = CocoDetection(
@@ -269,6 +272,7 @@ def _model_and_ema(
         report = load_for_finetuning(model, run.tuning, list(category_map.class_names))
         if is_main_process():
             logger.info("fine-tuning from %s: %s", run.tuning, report.summary())
+    use_training_paths(model)
     model = model.to(device, memory_format=torch.channels_last) if cfg.channels_last else model.to(device)
     if is_distributed() and cfg.sync_bn:
         if device.type == "cuda":
@@ -368,12 +372,22 @@ def _start_from_checkpoint(trainer: Trainer, model: DFINE, ema: ModelEMA | None,
         logger.info("evaluating %s (%s weights)", run.resume, report.source)
 
 
+def _set_threads(cfg: TrainConfig, run: RunOptions, device: torch.device) -> None:
+    """Intra-op threads from the usable cores (:func:`dfine.threads.plan_threads`), said once."""
+    workers = cfg.train.num_workers if not run.test_only else cfg.val.num_workers
+    plan = plan_threads(loader_workers=workers, requested=run.threads, device_type=device.type)
+    apply_threads(plan)
+    if is_main_process():
+        logger.info("%s", plan.describe())
+
+
 def build_trainer(cfg: TrainConfig, run: RunOptions) -> tuple[Trainer, dict[str, Any]]:
     """Everything for one run, and a description of it (class names, sizes) for logging."""
     run = dataclasses.replace(run, resume=_local_weights(run.resume), tuning=_local_weights(run.tuning))
     output_dir = Path(run.output_dir or cfg.output_dir)
     device = init_distributed(run.device or cfg.device)
     cfg = _effective_config(cfg, run, device)
+    _set_threads(cfg, run, device)
     seed_everything(cfg.seed)
     train_set, val_set, category_map = _datasets(cfg, run)
     model, train_model, ema = _model_and_ema(cfg, run, device, category_map)

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..data.transforms import images_to_device
 from ..model.outputs import DFINEOutputs
 from .checkpoint import (
     describe_difference,
@@ -334,7 +335,7 @@ class Trainer:
         progress = _progress(self.train_loader, f"epoch {epoch + 1}/{self.options.epochs}", num_batches)
         self.optimizer.zero_grad(set_to_none=True)
         for step, (images, targets) in enumerate(progress):
-            images = images.to(self.device, non_blocking=True, memory_format=self._memory_format)
+            images = images_to_device(images, self.device, self._memory_format)
             targets = [{k: v.to(self.device) if torch.is_tensor(v) else v for k, v in t.items()} for t in targets]
             with self._autocast():
                 outputs = self.model(images, targets=targets)
@@ -398,7 +399,7 @@ class Trainer:
         module.eval()
         self.evaluator.reset()
         for images, targets in _progress(self.val_loader, "eval", _length(self.val_loader)):
-            images = images.to(self.device, memory_format=self._memory_format)
+            images = images_to_device(images, self.device, self._memory_format)
             with self._autocast():
                 outputs = module(images)
             outputs = _to_float(outputs)

@@ -13,8 +13,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import eager_inference
-
 __all__ = ["MSDeformableAttention", "deformable_attention_core", "deformable_attention_gather"]
 
 SAMPLING_METHODS = ("default", "discrete")
@@ -216,7 +214,14 @@ class MSDeformableAttention(nn.Module):
         point_scale = self.num_points_scale.to(dtype=query.dtype).unsqueeze(-1)  # [P, 1]
         offsets = offsets * point_scale * reference_points[:, :, None, :, 2:] * self.offset_scale
         locations = reference_points[:, :, None, :, :2] + offsets
-        if self.method == "default" and eager_inference():
-            # same sampling as the core up to fp32 rounding, without grid_sample's overhead
-            return deformable_attention_gather(value, spatial_shapes, locations, weights, self.num_points_list)
+        return self.sample(value, spatial_shapes, locations, weights)
+
+    def sample(
+        self,
+        value: list[torch.Tensor],
+        spatial_shapes: list[tuple[int, int]],
+        locations: torch.Tensor,
+        weights: torch.Tensor,
+    ) -> torch.Tensor:
+        """:func:`deformable_attention_core` at ``locations`` [B, Q, n_head, P, 2] -> [B, Q, D]."""
         return deformable_attention_core(value, spatial_shapes, locations, weights, self.num_points_list, self.method)

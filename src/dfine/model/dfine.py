@@ -7,11 +7,12 @@ from torch import nn
 
 from ..config.presets import ModelConfig
 from .decoder import DFINETransformer
+from .fast_paths import use_inference_paths
 from .hgnetv2 import HGNetv2
 from .hybrid_encoder import HybridEncoder
 from .outputs import DFINEOutputs
 
-__all__ = ["DFINE"]
+__all__ = ["DFINE", "fast_deploy_flags"]
 
 
 class DFINE(nn.Module):
@@ -109,33 +110,45 @@ class DFINE(nn.Module):
             raise ValueError(f"images must be [B, 3, H, W], got shape {list(images.shape)}")
         return self.decoder(self.encoder(self.backbone(images)), targets)
 
-    def deploy(self, *, fold_backbone_bn: bool = False, channels_last: bool = False) -> DFINE:
-        """Convert in place to the inference form and return ``self``.
+    def deploy(
+        self, *, fold_backbone_bn: bool = False, channels_last: bool = False, gather_sampling: bool = False
+    ) -> DFINE:
+        """Convert in place to the inference form and return ``self`` (idempotent; flags add up).
 
         Sets eval mode, folds BatchNorm into the encoder's convs, merges the RepVGG branches, drops
         the decoder heads that inference never runs and precomputes the FDR bin values, as the
-        official ``convert_to_deploy`` does. Outputs equal the eval-mode outputs.
+        official ``convert_to_deploy`` does, and swaps in the exact inference paths of
+        :mod:`dfine.model.fast_paths` (in-place activations, the slice max-pool). Outputs equal the
+        eval-mode outputs bitwise; the state_dict is the official deploy layout.
 
-        Two opt-in CPU speedups change the fp32 rounding: logits then differ from the official fp32
-        outputs by up to ~2e-4, about as far as those are from a float64 evaluation of the same
-        weights (see ``benchmarks/RESULTS.md``). Neither changes the state_dict keys or shapes.
+        The three flags are CPU speedups that change the fp32 rounding: logits then differ from the
+        official fp32 outputs by up to ~2e-4, about as far as those are from a float64 evaluation of
+        the same weights (see ``benchmarks/RESULTS.md``). None changes the state_dict keys or shapes.
+        ``dfine.DFINE`` (the predict API) turns them on; exporters leave them off.
 
         Args:
             fold_backbone_bn: also fold the backbone's BatchNorms (and positive LAB scales) into its
                 convs, through a cache outside the state_dict (the official deploy keeps them).
             channels_last: store the conv weights channels-last, so that convolutions and the ops
                 between them run in NHWC, which oneDNN runs without layout conversions.
+            gather_sampling: the decoder's deformable attention samples by gather (``embedding_bag``)
+                instead of ``grid_sample``: faster on the CPU, not exportable to ONNX.
         """
         self.eval()
         for module in self.modules():
             convert = getattr(module, "convert_to_deploy", None)
             if convert is not None:
                 convert()
-        if fold_backbone_bn:
-            for module in self.backbone.modules():
-                fold = getattr(module, "fold_batch_norm", None)
-                if fold is not None:
-                    fold()
+        use_inference_paths(self, fold_batch_norm=fold_backbone_bn, gather_sampling=gather_sampling)
         if channels_last:
             self.to(memory_format=torch.channels_last)
         return self
+
+
+def fast_deploy_flags(device: torch.device) -> dict[str, bool]:
+    """The :meth:`DFINE.deploy` speedups that inference (``dfine.DFINE``, the torch backend) turns on.
+
+    BatchNorm folding and channels-last everywhere; gather sampling on the CPU only (measured there).
+    Measured effect and parity in ``benchmarks/RESULTS.md``; exporters keep the official arithmetic.
+    """
+    return {"fold_backbone_bn": True, "channels_last": True, "gather_sampling": device.type == "cpu"}

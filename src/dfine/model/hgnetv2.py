@@ -19,8 +19,6 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import FrozenBatchNorm2d
 
-from .layers import eager_inference, fuse_conv_bn
-
 __all__ = ["HGNetv2", "HGNETV2_ARCHS", "StageSpec", "load_hgnetv2_pretrained"]
 
 logger = logging.getLogger(__name__)
@@ -104,36 +102,6 @@ HGNETV2_ARCHS: dict[str, HGNetv2Arch] = {
 }
 
 
-class _ReluAffine(torch.autograd.Function):
-    """``scale * relu(x) + bias`` (ReLU then LAB) for training, with a hand-written backward.
-
-    Same values as the two modules (the product and the sum are rounded as ``scale * r + bias``);
-    it keeps one full-size buffer (the ReLU output) for backward and allocates fewer per layer, which
-    matters on the large early maps of the backbone.
-    """
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-        relu = x.clamp_min(0)
-        ctx.save_for_backward(relu, scale)
-        return relu.mul(scale).add_(bias)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        relu, scale = ctx.saved_tensors
-        grad_x = grad_scale = grad_bias = None
-        if ctx.needs_input_grad[0]:
-            # ReLU's own backward rule (zero where the output is 0), then the LAB scale
-            grad_x = torch.ops.aten.threshold_backward(grad, relu, 0).mul_(scale)
-        if ctx.needs_input_grad[1]:
-            # the product's cascade sum, as autograd reduces it: the terms cancel to ~1 % of their size,
-            # so a BLAS dot (other summation order) lands measurably elsewhere
-            grad_scale = (grad * relu).sum().reshape(1)
-        if ctx.needs_input_grad[2]:
-            grad_bias = grad.sum().reshape(1)
-        return grad_x, grad_scale, grad_bias
-
-
 class LearnableAffineBlock(nn.Module):
     """``scale * x + bias`` with two learnable scalars (the "lab" of PP-HGNetV2)."""
 
@@ -149,11 +117,8 @@ class LearnableAffineBlock(nn.Module):
 class ConvBNAct(nn.Module):
     """Conv (no bias) -> BN -> optional ReLU -> optional learnable affine.
 
-    Without autograd the activation and the affine run in place (same values, fewer buffers).
-    :meth:`fold_batch_norm` (opt-in, from ``DFINE.deploy(fold_backbone_bn=True)``) folds the BN, and
-    a positive LAB scale, into a cached conv weight. The cache is not in the state_dict, so the layout
-    stays the official deploy one (which keeps ``conv`` and ``bn``); loading a state_dict into a
-    folded module re-folds it.
+    The reference computation, for every use; ``dfine.model.fast_paths`` holds the inference and
+    training variants (same parameters, swapped in by ``DFINE.deploy`` and the trainer).
     """
 
     def __init__(
@@ -179,58 +144,9 @@ class ConvBNAct(nn.Module):
         self.bn = nn.BatchNorm2d(out_channels)
         self.act = nn.ReLU() if use_act else nn.Identity()
         self.lab = LearnableAffineBlock() if (use_act and use_lab) else nn.Identity()
-        # fold_batch_norm's cache: None until folded, never in the state_dict
-        self.register_buffer("folded_weight", None, persistent=False)
-        self.register_buffer("folded_bias", None, persistent=False)
-        self.lab_scale_folded = False
-        self.register_load_state_dict_post_hook(_refold_batch_norm)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.folded_weight is None:
-            x = self.bn(self.conv(x))
-        else:
-            conv = self.conv
-            x = F.conv2d(x, self.folded_weight, self.folded_bias, conv.stride, conv.padding, conv.dilation, conv.groups)
-        if torch.is_grad_enabled():
-            if (
-                isinstance(self.lab, LearnableAffineBlock)
-                and not self.lab_scale_folded
-                and x.dtype == self.lab.scale.dtype
-                and not torch.jit.is_tracing()
-            ):
-                return _ReluAffine.apply(x, self.lab.scale, self.lab.bias)
-            x = self.act(x)
-            return x + self.lab.bias if self.lab_scale_folded else self.lab(x)
-        # no autograd: x is a fresh buffer, update it in place (bitwise the same as the modules)
-        if isinstance(self.act, nn.ReLU):
-            x = x.relu_()
-        if isinstance(self.lab, LearnableAffineBlock):
-            if not self.lab_scale_folded:
-                x = x.mul_(self.lab.scale)
-            x = x.add_(self.lab.bias)
-        return x
-
-    @torch.no_grad()
-    def fold_batch_norm(self) -> None:
-        """Fold BN (and a positive LAB scale) into one conv for inference; parameters stay as they are.
-
-        This changes the fp32 rounding of the outputs (about 1e-5 relative), so it is opt-in.
-        """
-        weight, bias = fuse_conv_bn(self.conv, self.bn)
-        self.lab_scale_folded = False
-        if isinstance(self.lab, LearnableAffineBlock) and self.lab.scale.item() > 0:
-            # relu(s * y) == s * relu(y) for s > 0, so s can scale the conv instead
-            scale = self.lab.scale.detach()
-            weight, bias = weight * scale, bias * scale
-            self.lab_scale_folded = True
-        self.folded_weight = weight  # keeps conv.weight's memory format (channels-last after deploy)
-        self.folded_bias = bias
-
-
-def _refold_batch_norm(module: ConvBNAct, incompatible_keys: object) -> None:
-    """``load_state_dict`` post-hook: a folded ConvBNAct re-folds the freshly loaded conv and BN."""
-    if module.folded_weight is not None:
-        module.fold_batch_norm()
+        return self.lab(self.act(self.bn(self.conv(x))))
 
 
 class LightConvBNAct(nn.Module):
@@ -243,17 +159,6 @@ class LightConvBNAct(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv2(self.conv1(x))
-
-
-def _max_pool_2x2_stride1(x: torch.Tensor) -> torch.Tensor:
-    """``MaxPool2d(2, 1, ceil_mode=True)(x)`` as two element-wise maxima of shifted views.
-
-    Equal values (max is exact) at a fraction of the cost: the CPU max-pool kernel computes the
-    indices even without autograd and takes ~14 ms on the 16x321x321 stem map, this takes ~0.4 ms.
-    Used only in eager inference, where the pool's tie-breaking of gradients cannot matter.
-    """
-    rows = torch.maximum(x[..., :-1, :], x[..., 1:, :])
-    return torch.maximum(rows[..., :-1], rows[..., 1:])
 
 
 class StemBlock(nn.Module):
@@ -271,7 +176,7 @@ class StemBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = F.pad(self.stem1(x), (0, 1, 0, 1))  # right/bottom pad keeps H, W through the 2x2 ops
         branch_conv = self.stem2b(F.pad(self.stem2a(x), (0, 1, 0, 1)))
-        branch_pool = _max_pool_2x2_stride1(x) if eager_inference() else self.pool(x)
+        branch_pool = self.pool(x)
         x = torch.cat([branch_pool, branch_conv], dim=1)
         return self.stem4(self.stem3(x))
 

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import ConvNormLayer, activation_layer, apply_activation, fuse_conv_bn
+from .layers import ConvNormLayer, activation_in_place, activation_layer, fuse_conv_bn
 
 __all__ = ["HybridEncoder", "sincos_position_embedding_2d"]
 
@@ -116,9 +116,9 @@ class VGGBlock(nn.Module):
         self.act = activation_layer(act)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if hasattr(self, "conv"):
-            return apply_activation(self.act, self.conv(x))
-        return apply_activation(self.act, self.conv1(x) + self.conv2(x))
+        if hasattr(self, "conv"):  # deploy form
+            return activation_in_place(self.act, self.conv(x))
+        return self.act(self.conv1(x) + self.conv2(x))
 
     @torch.no_grad()
     def convert_to_deploy(self) -> None:

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["ConvNormLayer", "MLP", "activation_layer", "apply_activation", "eager_inference", "fuse_conv_bn"]
+__all__ = ["ConvNormLayer", "MLP", "activation_layer", "activation_in_place", "fuse_conv_bn"]
 
 _ACTIVATIONS: dict[str, type[nn.Module]] = {
     "relu": nn.ReLU,
@@ -27,24 +27,12 @@ def activation_layer(name: str | None) -> nn.Module:
     return _ACTIVATIONS[key]()
 
 
-def eager_inference() -> bool:
-    """True when autograd is off and no tracer, exporter or compiler is recording.
+def activation_in_place(act: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``act(x)`` computed in place for ReLU and SiLU (same values, one buffer less).
 
-    Gates the eager-only inference paths (the gather-based deformable attention, the slice max-pool):
-    training, gradients, ``torch.jit.trace``, ONNX export and ``torch.compile`` see the reference ops.
+    Only for the deploy forms (inference): call it on a fresh tensor that nothing else reads and that
+    autograd does not keep (a conv or sum output).
     """
-    is_compiling = getattr(torch.compiler, "is_compiling", None)  # torch >= 2.3
-    return not (torch.is_grad_enabled() or torch.jit.is_tracing() or (is_compiling is not None and is_compiling()))
-
-
-def apply_activation(act: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """``act(x)``, computed in place when autograd is off and ``act`` is ReLU or SiLU.
-
-    Same values as ``act(x)``; it only saves a buffer. Call it only on a fresh tensor that nothing
-    else reads (a conv or sum output).
-    """
-    if torch.is_grad_enabled():
-        return act(x)
     if isinstance(act, nn.ReLU):
         return x.relu_()
     if isinstance(act, nn.SiLU):
@@ -87,9 +75,9 @@ class ConvNormLayer(nn.Module):
         self.act = activation_layer(act)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if hasattr(self, "conv_bn_fused"):
-            return apply_activation(self.act, self.conv_bn_fused(x))
-        return apply_activation(self.act, self.norm(self.conv(x)))
+        if hasattr(self, "conv_bn_fused"):  # deploy form
+            return activation_in_place(self.act, self.conv_bn_fused(x))
+        return self.act(self.norm(self.conv(x)))
 
     @torch.no_grad()
     def convert_to_deploy(self) -> None:
