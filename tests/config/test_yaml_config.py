@@ -205,3 +205,22 @@ def test_a_dataset_type_that_is_not_honoured_is_refused(tmp_path, dataset_type):
     path = _write(tmp_path / "run.yml", {"epoches": 1, "train_dataloader": {"dataset": {"type": dataset_type}}})
     with pytest.raises(ConfigError, match=rf"run.yml: train_dataloader.dataset.type '{dataset_type}' is not supported"):
         load_train_config(path)
+
+
+def test_a_config_without_a_key_gets_the_dataclass_default():
+    """The defaults live in the dataclasses only: an empty config translates to TrainConfig()'s values."""
+    import dataclasses
+
+    from dfine.config.schema import DatasetConfig, TrainConfig, train_config_from_dict
+
+    translated, defaults = train_config_from_dict({}, "empty.yml"), TrainConfig()
+    nested = {"raw", "source", "model", "train", "val", "criterion", "optimizer", "scheduler", "ema"}
+    for f in dataclasses.fields(TrainConfig):
+        if f.name not in nested:
+            assert getattr(translated, f.name) == getattr(defaults, f.name), f.name
+    dataset = translated.train.dataset
+    assert (dataset.type, dataset.img_folder, dataset.return_masks) == (
+        DatasetConfig.type,
+        DatasetConfig.img_folder,
+        DatasetConfig.return_masks,
+    )

@@ -155,6 +155,14 @@ class TrainConfig:
 
 
 # --------------------------------------------------------------------------------- translation
+T = TrainConfig  # the defaults the translation falls back on (class attributes of the dataclass)
+
+
+def _given(raw: dict[str, Any], key: str) -> Any:
+    """``raw[key]``, else :class:`TrainConfig`'s default for the field of that name (its one home)."""
+    return raw.get(key, getattr(TrainConfig, key))
+
+
 _IGNORED_TOP = {
     "task",
     "evaluator",
@@ -287,7 +295,7 @@ def _loader_config(reader: _Reader, raw: dict[str, Any], key: str, train: bool) 
         {"type", "img_folder", "ann_file", "return_masks", "transforms", "remap_mscoco_category"},
         f"{key}.dataset",
     )
-    dataset_type = dataset_raw.get("type", "CocoDetection")
+    dataset_type = dataset_raw.get("type", DatasetConfig.type)
     if dataset_type not in DATASET_NAMES:
         raise reader.fail(
             f"{key}.dataset.type {dataset_type!r} is not supported in a config; use CocoDetection (turn a YOLO or "
@@ -297,9 +305,9 @@ def _loader_config(reader: _Reader, raw: dict[str, Any], key: str, train: bool) 
     ops = transforms.get("ops")
     dataset = DatasetConfig(
         type=dataset_type,
-        img_folder=str(dataset_raw.get("img_folder", "")),
-        ann_file=str(dataset_raw.get("ann_file", "")),
-        return_masks=bool(dataset_raw.get("return_masks", False)),
+        img_folder=str(dataset_raw.get("img_folder", DatasetConfig.img_folder)),
+        ann_file=str(dataset_raw.get("ann_file", DatasetConfig.ann_file)),
+        return_masks=bool(dataset_raw.get("return_masks", DatasetConfig.return_masks)),
         ops=tuple(ops) if ops else None,
         policy=transforms.get("policy"),
     )
@@ -430,7 +438,7 @@ def train_config_from_dict(raw: dict[str, Any], source: str = "<dict>") -> Train
     # the official section is DFINEPostProcessor; PostProcessor is accepted too
     post = {**reader.section(raw, "PostProcessor"), **reader.section(raw, "DFINEPostProcessor")}
     reader.check_keys(post, {"num_top_queries", "use_focal_loss", "remap_mscoco_category"}, "DFINEPostProcessor")
-    epochs = raw.get("epoches", 72)
+    epochs = raw.get("epoches", T.epochs)
     _check_queries_fit(model, source)
     return TrainConfig(
         source=source,
@@ -438,28 +446,28 @@ def train_config_from_dict(raw: dict[str, Any], source: str = "<dict>") -> Train
         pretrained_backbone=pretrained,
         local_model_dir=local_dir,
         criterion=_criterion_config(reader, raw),
-        num_top_queries=reader.typed(post.get("num_top_queries", 300), int, "PostProcessor.num_top_queries"),
-        remap_mscoco_category=bool(raw.get("remap_mscoco_category", False)),
+        num_top_queries=reader.typed(_given(post, "num_top_queries"), int, "PostProcessor.num_top_queries"),
+        remap_mscoco_category=bool(_given(raw, "remap_mscoco_category")),
         train=_loader_config(reader, raw, "train_dataloader", train=True),
         val=_loader_config(reader, raw, "val_dataloader", train=False),
         optimizer=_optimizer_config(reader, raw),
         scheduler=_scheduler_config(reader, raw),
         ema=ema,
         epochs=reader.at_least(epochs, 1, "epoches"),
-        clip_max_norm=reader.typed(raw.get("clip_max_norm", 0.1), float, "clip_max_norm"),
-        use_amp=bool(raw.get("use_amp", False)),
-        sync_bn=bool(raw.get("sync_bn", True)),
-        find_unused_parameters=bool(raw.get("find_unused_parameters", False)),
-        print_freq=reader.typed(raw.get("print_freq", 100), int, "print_freq"),
-        output_dir=str(raw.get("output_dir", "./output")),
+        clip_max_norm=reader.typed(_given(raw, "clip_max_norm"), float, "clip_max_norm"),
+        use_amp=bool(_given(raw, "use_amp")),
+        sync_bn=bool(_given(raw, "sync_bn")),
+        find_unused_parameters=bool(_given(raw, "find_unused_parameters")),
+        print_freq=reader.typed(_given(raw, "print_freq"), int, "print_freq"),
+        output_dir=str(_given(raw, "output_dir")),
         summary_dir=raw.get("summary_dir"),
-        checkpoint_freq=reader.typed(raw.get("checkpoint_freq", 12), int, "checkpoint_freq"),
-        seed=reader.typed(raw.get("seed", 0) or 0, int, "seed"),
+        checkpoint_freq=reader.typed(_given(raw, "checkpoint_freq"), int, "checkpoint_freq"),
+        seed=reader.typed(_given(raw, "seed") or 0, int, "seed"),
         device=raw.get("device"),
-        grad_accum_steps=reader.typed(raw.get("grad_accum_steps", 1), int, "grad_accum_steps"),
-        early_stopping_patience=reader.typed(raw.get("early_stopping_patience", 0), int, "early_stopping_patience"),
-        eval_freq=reader.typed(raw.get("eval_freq", 1), int, "eval_freq"),
-        channels_last=reader.typed(raw.get("channels_last", True), bool, "channels_last"),
+        grad_accum_steps=reader.typed(_given(raw, "grad_accum_steps"), int, "grad_accum_steps"),
+        early_stopping_patience=reader.typed(_given(raw, "early_stopping_patience"), int, "early_stopping_patience"),
+        eval_freq=reader.typed(_given(raw, "eval_freq"), int, "eval_freq"),
+        channels_last=reader.typed(_given(raw, "channels_last"), bool, "channels_last"),
         raw=raw,
     )
 
