@@ -2,8 +2,9 @@
 it or refuses it, inference through the OpenVINO backend, and the one-line errors.
 
 The model is the README quick start's D-FINE-N, trained on the generated shapes set (256 px; fixture weights in
-fp16, ``tests/fixtures/README.md``). ``dfine data synth`` draws image ``i`` of a split from its own seed, so the
-first images generated here are the quick start's: its val images were never trained on.
+fp16, ``tests/fixtures/README.md``). ``dfine data synth`` draws image ``i`` of a split from its own seed (which
+images are empty depends on the split's size), so the 100 val images generated here are the quick start's, never
+trained on.
 """
 
 from __future__ import annotations
@@ -32,10 +33,11 @@ pytest.importorskip("onnx")
 
 SHAPES_WEIGHTS = REPO_ROOT / "tests" / "fixtures" / "quickstart_n_shapes.pth"
 SHAPES_CLASSES = ("circle", "square", "triangle", "star", "cross")
-CALIBRATION_IMAGES = 8  # enough for these shapes (measured drop 0.5-0.7 AP points with 8 or 16); 300 by default
-VAL_IMAGES = 24
-SMALL_SET_MAX_AP_DROP = 3.0
-MIN_FP32_AP = 50.0  # the quick start's model scores ~68 on these images: a trained model, not noise
+# The quick start's whole val set (100 images): on 24 images one box moves AP by ~1 point. Measured drops on it (MIXED):
+# 8 calibration images 1.22, 16 0.46-0.72 (two subsets), 32 0.61, 64 0.34, 300 0.24 (the default; RESULTS.md).
+CALIBRATION_IMAGES = 64
+VAL_IMAGES = 100
+MIN_FP32_AP = 50.0  # the quick start's model scores 67.5 on these images: a trained model, not noise
 
 
 def _run(capsys, *argv) -> tuple[int, str, str]:
@@ -46,7 +48,7 @@ def _run(capsys, *argv) -> tuple[int, str, str]:
 
 @pytest.fixture(scope="module")
 def shapes_data(tmp_path_factory):
-    """The first 8 training and 24 val images of the quick start's dataset."""
+    """The first 64 training images and the 100 val images of the quick start's dataset."""
     root = tmp_path_factory.mktemp("shapes")
     generate_synthetic_dataset(root, SynthConfig(num_train=CALIBRATION_IMAGES, num_val=VAL_IMAGES))
     return root
@@ -63,10 +65,7 @@ def shapes_checkpoint(tmp_path_factory):
 def int8_export(shapes_checkpoint, shapes_data):
     """``dfine export --format openvino --int8 --calibration DATA --check``: (fp32 xml, int8 xml, its output)."""
     argv = ["export", "-r", shapes_checkpoint, "--format", "openvino", "--int8", "--check"]
-    argv += ["--calibration", shapes_data, "--calibration-images", CALIBRATION_IMAGES]
-    # 24 check images: one box moves AP by ~1 point (1.24 was measured once), so the tolerance here is wider than
-    # the 1-point default; the INT8 benchmark measures the drop on a full val set
-    argv += ["--max-ap-drop", SMALL_SET_MAX_AP_DROP]
+    argv += ["--calibration", shapes_data, "--calibration-images", CALIBRATION_IMAGES]  # default --max-ap-drop 1
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         status = main([str(a) for a in argv])
@@ -82,10 +81,10 @@ def test_int8_export_keeps_its_accuracy(int8_export):
     assert any(op.get_type_name() == "FakeQuantize" for op in model.get_ops())  # really quantized
     assert f"OpenVINO INT8: {int8_xml} " in out
     line = next(line for line in out.splitlines() if line.startswith("check: INT8 vs fp32"))  # the printed APs
-    found = re.search(r"AP fp32 ([\d.]+), INT8 ([\d.]+) \(drop (-?[\d.]+) points, allowed 3\)", line)
+    found = re.search(r"AP fp32 ([\d.]+), INT8 ([\d.]+) \(drop (-?[\d.]+) points, allowed 1\)", line)
     assert found and f"; {VAL_IMAGES} images" in line, line
     fp32_ap, int8_ap, drop = (float(v) for v in found.groups())
-    assert fp32_ap >= MIN_FP32_AP and drop <= SMALL_SET_MAX_AP_DROP and abs(fp32_ap - int8_ap - drop) < 0.1, line
+    assert fp32_ap >= MIN_FP32_AP and drop <= 1.0 and abs(fp32_ap - int8_ap - drop) < 0.1, line
 
 
 def test_int8_runs_through_the_openvino_backend(int8_export, shapes_data, capsys, tmp_path):
@@ -93,28 +92,31 @@ def test_int8_runs_through_the_openvino_backend(int8_export, shapes_data, capsys
     fp32, int8 = OpenVINOBackend(fp32_xml, threads=2), OpenVINOBackend(int8_xml, threads=2)
     assert int8.metadata == fp32.metadata and int8.metadata.class_names == SHAPES_CLASSES
     assert int8.image_size == 256
-    images = [Image.open(shapes_data / "images" / "val" / f"{i:06d}.jpg") for i in range(3)]
+    images = [Image.open(shapes_data / "images" / "val" / f"{i:06d}.jpg") for i in range(6)]
     inputs = preprocess(images, int8.image_size)
     labels, boxes, scores = int8(*inputs)
     assert [t.dtype for t in (labels, boxes, scores)] == [torch.int64, torch.float32, torch.float32]
     # every confident fp32 detection is found by INT8: same label, nearly the same box
     fp32_labels, fp32_boxes, fp32_scores = fp32(*inputs)
+    assert sum(bool((fp32_scores[i] > 0.5).any()) for i in range(len(images))) >= 3  # (some images are empty)
     for i in range(len(images)):
         confident = fp32_scores[i] > 0.5
-        assert confident.any()
         iou = box_iou(fp32_boxes[i][confident], boxes[i][scores[i] > 0.3])
         same_label = fp32_labels[i][confident, None] == labels[i][scores[i] > 0.3][None]
         assert ((iou > 0.85) & same_label).any(dim=1).all(), (iou, same_label)
     status, out, _ = _run(
         capsys, "predict", "--backend", "openvino", "--weights", int8_xml,
-        "--source", shapes_data / "images" / "val", "--out", tmp_path / "pred",
+        "--source", *[shapes_data / "images" / "val" / f"{i:06d}.jpg" for i in range(3)], "--out", tmp_path / "pred",
     )  # fmt: skip
-    assert status == 0 and "openvino: 24 image(s)" in out
+    assert status == 0 and "openvino: 3 image(s)" in out
     assert (tmp_path / "pred" / "predictions.json").is_file()
 
 
-def test_check_refuses_a_model_that_loses_accuracy(shapes_checkpoint, shapes_data, tmp_path, capsys):
-    """Black calibration images leave every quantizer range at ~0: the INT8 model finds nothing."""
+def test_check_refuses_a_model_that_loses_accuracy(shapes_checkpoint, tmp_path, capsys):
+    """Black calibration images leave every quantizer range at ~0: the INT8 model finds nothing (12 val images
+    are plenty to see a drop of ~70 points)."""
+    small = tmp_path / "small"
+    generate_synthetic_dataset(small, SynthConfig(num_train=1, num_val=12))
     black = tmp_path / "black"
     black.mkdir()
     for index in range(4):
@@ -122,7 +124,7 @@ def test_check_refuses_a_model_that_loses_accuracy(shapes_checkpoint, shapes_dat
     out = tmp_path / "bad"
     status, _, err = _run(
         capsys, "export", "-r", shapes_checkpoint, "--format", "openvino", "--int8", "--check", "--calibration", black,
-        "--data", shapes_data, "-o", out,
+        "--data", small, "-o", out,
     )  # fmt: skip
     assert status == 2 and err.count("\n") == 1, err
     assert err.startswith("dfine: error: the INT8 model loses too much accuracy") and "AP fp32 " in err

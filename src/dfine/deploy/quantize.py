@@ -25,8 +25,8 @@ images, 100 val images, fp32 AP 67.5. Latency: D-FINE-N at 640, batch 1, 2 threa
 * not onnxruntime static quantization (QDQ, per-channel): as accurate (0.2-0.8 point), but its INT8
   graph runs in 45 ms, 1.6x OpenVINO's.
 
-NNCF runs in a fresh process (:func:`_in_fresh_process`); the models stay ordinary IR files that
-:class:`~dfine.deploy.openvino.OpenVINOBackend` runs in any process.
+NNCF runs in the calling process; the log levels it would change for the whole process are put back
+afterwards. The INT8 model is an ordinary IR file that :class:`~dfine.deploy.openvino.OpenVINOBackend` runs.
 """
 
 from __future__ import annotations
@@ -246,8 +246,13 @@ def _quantize_here(
     xml_path: str, out_path: str, metadata: ModelMetadata, calibration: CalibrationSet, preset: str
 ) -> float:
     """The NNCF quantization of :func:`quantize_openvino`, in this process; returns its seconds."""
-    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)  # nncf's import: "no CUDA runtime"
-    nncf = _nncf()
+    extension_log = logging.getLogger("torch.utils.cpp_extension")  # nncf's import warns "no CUDA runtime"
+    extension_level = extension_log.level
+    extension_log.setLevel(logging.ERROR)
+    try:
+        nncf = _nncf()
+    finally:
+        extension_log.setLevel(extension_level)
     ov = import_optional("openvino", extra="openvino", purpose="OpenVINO export and inference")
     model = ov.Core().read_model(xml_path)
     image_size = metadata.image_size
@@ -257,14 +262,18 @@ def _quantize_here(
         return {"images": images.numpy(), "orig_target_sizes": sizes.numpy()}
 
     start = time.perf_counter()
+    nncf_level = nncf.nncf_logger.level
     nncf.set_log_level(logging.WARNING)  # NNCF logs every op it leaves unquantized at INFO
-    quantized = nncf.quantize(
-        model,
-        nncf.Dataset(range(len(calibration)), model_inputs),
-        preset=nncf.QuantizationPreset(preset),
-        model_type=nncf.ModelType.TRANSFORMER,
-        subset_size=len(calibration),
-    )
+    try:
+        quantized = nncf.quantize(
+            model,
+            nncf.Dataset(range(len(calibration)), model_inputs),
+            preset=nncf.QuantizationPreset(preset),
+            model_type=nncf.ModelType.TRANSFORMER,
+            subset_size=len(calibration),
+        )
+    finally:
+        nncf.set_log_level(nncf_level)
     seconds = time.perf_counter() - start
     save_openvino_model(quantized, out_path, metadata)
     return seconds
