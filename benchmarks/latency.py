@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import ctypes
 import json
 import os
 import platform
@@ -61,25 +60,6 @@ DEFAULT_FIXTURES = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / 
 
 def _fixtures_dir() -> Path:
     return Path(os.environ.get("DFINE_FIXTURES", DEFAULT_FIXTURES))
-
-
-def tune_glibc_malloc() -> bool:
-    """Make glibc keep freed memory instead of returning it to the OS (``--tune-malloc``).
-
-    oneDNN's NCHW convolutions allocate and free large temporary buffers on every call; by default
-    glibc unmaps or trims them, so the next call page-faults them back in (tens of thousands of faults
-    per forward for S). Same effect as ``MALLOC_TRIM_THRESHOLD_`` / ``MALLOC_MMAP_THRESHOLD_`` /
-    ``MALLOC_TOP_PAD_`` in the environment. Returns False where there is no glibc.
-    """
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
-        return False
-    m_trim_threshold, m_top_pad, m_mmap_threshold = -1, -2, -3  # glibc <malloc.h>
-    return bool(
-        mallopt(m_trim_threshold, 1 << 30) and mallopt(m_mmap_threshold, 1 << 25) and mallopt(m_top_pad, 1 << 28)
-    )
 
 
 def time_callable(fn: Callable[[], object], runs: int, warmup: int) -> list[float]:
@@ -228,7 +208,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--modes", default="eager,deploy,fast,bf16,fast-bf16", help=f"comma-separated, from {MODES}")
     parser.add_argument("--random-weights", action="store_true", help="do not load the fixture N weights")
     parser.add_argument("--no-peak", action="store_true", help="skip the matmul peak measurement")
-    parser.add_argument("--tune-malloc", action="store_true", help="keep freed memory (glibc mallopt), see RESULTS")
+    parser.add_argument(
+        "--keep-freed-memory", action="store_true", help="dfine.keep_freed_memory() first (as dfine predict does)"
+    )
     parser.add_argument("--json", type=Path, help="also write the results to this JSON file")
     args = parser.parse_args()
     args.modes = [m.strip() for m in args.modes.split(",") if m.strip()]
@@ -241,8 +223,8 @@ def parse_args() -> argparse.Namespace:
 def main() -> None:
     args = parse_args()
     torch.set_num_threads(args.threads)
-    if args.tune_malloc:
-        print(f"glibc malloc tuned: {tune_glibc_malloc()}")
+    if args.keep_freed_memory:
+        print(dfine.keep_freed_memory().describe())
     info = machine_info()
     print(f"{info.get('Model name')} ({info.get('CPU(s)')} CPUs), torch {info['torch']}, {args.threads} threads")
     print(f"load average at start: {_load_average()} (other processes inflate the timings)")

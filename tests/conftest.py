@@ -29,6 +29,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--reliability-table", metavar="PATH", help="write the reliability case table here (Markdown)")
 
 
+@pytest.fixture(autouse=True)
+def _allocator_left_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CLI commands called in this process leave glibc's settings alone (tests/test_memory.py runs them)."""
+    monkeypatch.setenv("DFINE_KEEP_FREED_MEMORY", "0")
+
+
 @pytest.fixture(scope="session")
 def fixtures_dir() -> Path:
     return _require(FIXTURES_DIR)

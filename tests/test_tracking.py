@@ -108,6 +108,7 @@ def test_dfine_track_writes_an_annotated_video_and_a_mot_file(tmp_path, capsys, 
     assert main(argv) == 0
     said = capsys.readouterr()
     assert "RANDOM weights" in said.err and "clip: 12 frames" in said.out
+    assert "memory allocator: unchanged (DFINE_KEEP_FREED_MEMORY=0)" in said.err
     with VideoReader(out / "clip.mp4") as reader:
         assert sum(1 for _ in reader) == 12 and reader.size == (160, 96)
     rows = [line.split(",") for line in (out / "clip.txt").read_text().splitlines()]

@@ -9,6 +9,9 @@ Weight-compatible with the official checkpoints::
     model, info = dfine.load_model("dfine_s_coco.pth")        # train-layout model + ModelInfo
     outputs = model(images)                 # DFINEOutputs: logits [B, 300, 80], boxes [B, 300, 4]
     detections = dfine.PostProcessor()(outputs, orig_sizes_wh)
+
+On the CPU, ``dfine.keep_freed_memory()`` once per process saves the page faults of each forward
+(``dfine.memory``; the ``dfine predict`` / ``track`` commands do it for their runs).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from .hub.zoo import available_weights
 from .loading import load_checkpoint, load_model
 from .losses.criterion import DFINECriterion, LossWeights
 from .losses.matcher import HungarianMatcher
+from .memory import keep_freed_memory
 from .model.dfine import DFINE as DFINEModel
 from .model.outputs import DFINEOutputs, HeadOutputs
 from .model.postprocess import PostProcessor
@@ -56,6 +60,7 @@ __all__ = [
     "count_flops",
     "count_parameters",
     "infer_model_size",
+    "keep_freed_memory",
     "list_images",
     "load_checkpoint",
     "load_image",

@@ -21,6 +21,18 @@ N_CONFIG = REPO_ROOT / "configs" / "dfine" / "dfine_hgnetv2_n_coco.yml"
 ORIG_SIZES = torch.tensor([[640, 640], [1280, 720], [500, 375]])
 
 
+@pytest.fixture
+def run_cli(capsys: pytest.CaptureFixture[str]):
+    """``run_cli(*argv)``: ``dfine ARGV`` in this process; its exit status, stdout and stderr."""
+
+    def run(*argv: object) -> tuple[int, str, str]:
+        status = main([str(a) for a in argv])
+        captured = capsys.readouterr()
+        return status, captured.out, captured.err
+
+    return run
+
+
 @pytest.fixture(scope="session")
 def n_checkpoint(official_n_weights, tmp_path_factory) -> Path:
     """The fixture weights under a name of our own, so exports land beside them in a tmp folder."""

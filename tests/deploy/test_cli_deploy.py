@@ -6,18 +6,11 @@ import json
 
 import pytest
 
-from dfine.cli.main import main
 from dfine.data.synthetic import SynthConfig, generate_synthetic_dataset
 from dfine.deploy.verify import check_images
 from tests.deploy.conftest import N_CONFIG, REPO_ROOT
 
 LOW_CONF = "0.02"
-
-
-def _run(capsys, *argv: str) -> tuple[int, str, str]:
-    status = main([str(a) for a in argv])
-    captured = capsys.readouterr()
-    return status, captured.out, captured.err
 
 
 @pytest.fixture(scope="module")
@@ -42,23 +35,23 @@ def test_export_wrote_beside_the_checkpoint(n_checkpoint, n_exports):
     ],
     ids=["old-opset", "new-opset", "checkpoint-vs-config"],
 )
-def test_export_errors_are_one_line(capsys, tmp_path, n_checkpoint, argv, message):
+def test_export_errors_are_one_line(run_cli, tmp_path, n_checkpoint, argv, message):
     pytest.importorskip("onnx")
     argv = ["-c", N_CONFIG, *argv] if "-c" not in argv else argv
-    status, _, err = _run(capsys, "export", *argv, "-r", n_checkpoint, "--output", tmp_path / "x.onnx")
+    status, _, err = run_cli("export", *argv, "-r", n_checkpoint, "--output", tmp_path / "x.onnx")
     assert status == 2
     assert err.startswith("dfine: error: ") and message in err and err.count("\n") == 1
     assert not (tmp_path / "x.onnx").exists()
 
 
-def test_predict_with_onnx_backend_and_video_with_torch(capsys, tmp_path, n_exports, n_checkpoint):
+def test_predict_with_onnx_backend_and_video_with_torch(run_cli, tmp_path, n_exports, n_checkpoint):
     pytest.importorskip("onnxruntime")
     images = tmp_path / "images"
     images.mkdir()
     for index, scene in enumerate(check_images()):
         scene.save(images / f"scene{index}.jpg")
-    status, out, _ = _run(
-        capsys, "predict", "--backend", "onnx", "--weights", n_exports["onnx"], "--source", images,
+    status, out, _ = run_cli(
+        "predict", "--backend", "onnx", "--weights", n_exports["onnx"], "--source", images,
         "--out", tmp_path / "onnx", "--conf", LOW_CONF, "--threads", "2",
     )  # fmt: skip
     assert status == 0 and "onnx: 2 image(s)" in out
@@ -69,11 +62,12 @@ def test_predict_with_onnx_backend_and_video_with_torch(capsys, tmp_path, n_expo
 
     with VideoWriter(tmp_path / "clip.avi", 5.0, (640, 480)) as writer:
         writer.write(check_images()[0])
-    status, out, _ = _run(
-        capsys, "predict", "--weights", n_checkpoint, "--source", tmp_path / "clip.avi", "--out", tmp_path / "torch",
+    status, out, err = run_cli(
+        "predict", "--weights", n_checkpoint, "--source", tmp_path / "clip.avi", "--out", tmp_path / "torch",
         "--conf", LOW_CONF, "--device", "cpu",
     )  # fmt: skip
     assert status == 0 and "torch: 0 image(s) and 1 video frame(s)" in out
+    assert "memory allocator: unchanged (DFINE_KEEP_FREED_MEMORY=0)" in err  # a CPU run says its allocator setting
     assert (tmp_path / "torch" / "clip.mp4").is_file()
 
 
@@ -85,18 +79,18 @@ def test_predict_with_onnx_backend_and_video_with_torch(capsys, tmp_path, n_expo
         (["--backend", "onnx", "--weights", "missing.onnx", "--source", "."], "ONNX file not found"),
     ],
 )
-def test_predict_backend_errors_are_one_line(capsys, tmp_path, monkeypatch, argv, message):
+def test_predict_backend_errors_are_one_line(run_cli, tmp_path, monkeypatch, argv, message):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "x.jpg").write_bytes(b"")
-    status, _, err = _run(capsys, "predict", *argv, "--out", tmp_path / "out")
+    status, _, err = run_cli("predict", *argv, "--out", tmp_path / "out")
     assert status == 2 and err.startswith("dfine: error: ") and message in err
 
 
-def test_visualize_from_a_model_and_from_predictions(capsys, tmp_path, synthetic, n_exports):
+def test_visualize_from_a_model_and_from_predictions(run_cli, tmp_path, synthetic, n_exports):
     pytest.importorskip("onnxruntime")
     images, annotations = synthetic
-    status, out, _ = _run(
-        capsys, "visualize", "--images", images, "--annotations", annotations, "--weights", n_exports["onnx"],
+    status, out, _ = run_cli(
+        "visualize", "--images", images, "--annotations", annotations, "--weights", n_exports["onnx"],
         "--backend", "onnx", "--out", tmp_path / "vis", "--conf", LOW_CONF, "--max-images", "3",
     )  # fmt: skip
     assert status == 0 and "wrote 3 panels" in out
@@ -104,21 +98,21 @@ def test_visualize_from_a_model_and_from_predictions(capsys, tmp_path, synthetic
     page = (tmp_path / "vis" / "index.html").read_text()
     assert page.count("<figure>") == 3 and "panels/000000.jpg" in page
     # predictions.json of `dfine predict`, matched to the dataset by file name
-    _run(capsys, "predict", "--backend", "onnx", "--weights", n_exports["onnx"], "--source", images,
+    run_cli("predict", "--backend", "onnx", "--weights", n_exports["onnx"], "--source", images,
          "--out", tmp_path / "pred", "--conf", LOW_CONF)  # fmt: skip
-    status, out, _ = _run(
-        capsys, "visualize", "--images", images, "--annotations", annotations,
+    status, out, _ = run_cli(
+        "visualize", "--images", images, "--annotations", annotations,
         "--predictions", tmp_path / "pred" / "predictions.json", "--out", tmp_path / "vis2", "--conf", "0.0",
     )  # fmt: skip
     assert status == 0 and "wrote 4 panels" in out
     assert "ground-truth, 0 predicted" not in (tmp_path / "vis2" / "index.html").read_text()
 
 
-def test_visualize_bad_annotations(capsys, tmp_path, synthetic):
+def test_visualize_bad_annotations(run_cli, tmp_path, synthetic):
     images, _ = synthetic
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"images": []}))
-    status, _, err = _run(
-        capsys, "visualize", "--images", images, "--annotations", bad, "--predictions", bad, "--out", tmp_path / "v"
+    status, _, err = run_cli(
+        "visualize", "--images", images, "--annotations", bad, "--predictions", bad, "--out", tmp_path / "v"
     )
     assert status == 2 and "not a COCO annotation file" in err

@@ -40,12 +40,6 @@ VAL_IMAGES = 100
 MIN_FP32_AP = 50.0  # the quick start's model scores 67.5 on these images: a trained model, not noise
 
 
-def _run(capsys, *argv) -> tuple[int, str, str]:
-    status = main([str(a) for a in argv])
-    captured = capsys.readouterr()
-    return status, captured.out, captured.err
-
-
 @pytest.fixture(scope="module")
 def shapes_data(tmp_path_factory):
     """The first 64 training images and the 100 val images of the quick start's dataset."""
@@ -87,7 +81,7 @@ def test_int8_export_keeps_its_accuracy(int8_export):
     assert fp32_ap >= MIN_FP32_AP and drop <= 1.0 and abs(fp32_ap - int8_ap - drop) < 0.1, line
 
 
-def test_int8_runs_through_the_openvino_backend(int8_export, shapes_data, capsys, tmp_path):
+def test_int8_runs_through_the_openvino_backend(int8_export, shapes_data, run_cli, tmp_path):
     fp32_xml, int8_xml, _ = int8_export
     fp32, int8 = OpenVINOBackend(fp32_xml, threads=2), OpenVINOBackend(int8_xml, threads=2)
     assert int8.metadata == fp32.metadata and int8.metadata.class_names == SHAPES_CLASSES
@@ -104,15 +98,15 @@ def test_int8_runs_through_the_openvino_backend(int8_export, shapes_data, capsys
         iou = box_iou(fp32_boxes[i][confident], boxes[i][scores[i] > 0.3])
         same_label = fp32_labels[i][confident, None] == labels[i][scores[i] > 0.3][None]
         assert ((iou > 0.85) & same_label).any(dim=1).all(), (iou, same_label)
-    status, out, _ = _run(
-        capsys, "predict", "--backend", "openvino", "--weights", int8_xml,
+    status, out, _ = run_cli(
+        "predict", "--backend", "openvino", "--weights", int8_xml,
         "--source", *[shapes_data / "images" / "val" / f"{i:06d}.jpg" for i in range(3)], "--out", tmp_path / "pred",
     )  # fmt: skip
     assert status == 0 and "openvino: 3 image(s)" in out
     assert (tmp_path / "pred" / "predictions.json").is_file()
 
 
-def test_check_refuses_a_model_that_loses_accuracy(shapes_checkpoint, tmp_path, capsys):
+def test_check_refuses_a_model_that_loses_accuracy(shapes_checkpoint, tmp_path, run_cli):
     """Black calibration images leave every quantizer range at ~0: the INT8 model finds nothing (12 val images
     are plenty to see a drop of ~70 points)."""
     small = tmp_path / "small"
@@ -122,8 +116,8 @@ def test_check_refuses_a_model_that_loses_accuracy(shapes_checkpoint, tmp_path, 
     for index in range(4):
         Image.new("RGB", (320, 320)).save(black / f"{index}.jpg")
     out = tmp_path / "bad"
-    status, _, err = _run(
-        capsys, "export", "-r", shapes_checkpoint, "--format", "openvino", "--int8", "--check", "--calibration", black,
+    status, _, err = run_cli(
+        "export", "-r", shapes_checkpoint, "--format", "openvino", "--int8", "--check", "--calibration", black,
         "--data", small, "-o", out,
     )  # fmt: skip
     assert status == 2 and err.count("\n") == 1, err
@@ -156,23 +150,21 @@ def test_python_api_export_int8(shapes_checkpoint, shapes_data, tmp_path):
     ],
     ids=["missing-calibration", "not-openvino", "check-without-data", "negative-drop"],
 )
-def test_bad_int8_input_is_one_line(shapes_checkpoint, tmp_path, capsys, extra, message):
+def test_bad_int8_input_is_one_line(shapes_checkpoint, tmp_path, run_cli, extra, message):
     (tmp_path / "images").mkdir()
     Image.new("RGB", (32, 32)).save(tmp_path / "images" / "a.jpg")
     argv = ["export", "-r", shapes_checkpoint, "--int8", "-o", tmp_path / "m"]
     argv += [a.format(tmp=tmp_path) for a in extra] + ([] if "--format" in extra else ["--format", "openvino"])
-    status, _, err = _run(capsys, *argv)
+    status, _, err = run_cli(*argv)
     assert status == 2 and err.count("\n") == 1 and message.format(tmp=tmp_path) in err, err
     assert not list(tmp_path.glob("m*"))  # failed before the export
 
 
-def test_missing_nncf_names_the_extra(monkeypatch, shapes_checkpoint, tmp_path, capsys):
+def test_missing_nncf_names_the_extra(monkeypatch, shapes_checkpoint, tmp_path, run_cli):
     monkeypatch.setitem(sys.modules, "nncf", None)
     with pytest.raises(MissingDependencyError, match=r"pip install dfine\[int8\]"):
         quantize_openvino(tmp_path / "m.xml", tmp_path / "m_int8.xml", None, calibration_set(None, 1))
-    status, _, err = _run(
-        capsys, "export", "-r", shapes_checkpoint, "--format", "openvino", "--int8", "-o", tmp_path / "m"
-    )
+    status, _, err = run_cli("export", "-r", shapes_checkpoint, "--format", "openvino", "--int8", "-o", tmp_path / "m")
     assert status == 2 and err.count("\n") == 1 and "pip install dfine[int8]" in err, err
     assert not list(tmp_path.glob("m*"))  # before the export
 

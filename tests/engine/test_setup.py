@@ -63,3 +63,29 @@ def test_the_trainer_uses_the_training_paths_and_says_its_threads(tiny_config_fi
     assert TrainingConvBNAct in kinds  # the tiny config's B0 uses LAB
     images, _ = next(iter(trainer.train_loader))
     assert images.dtype == torch.uint8  # converted on the device by the trainer
+
+
+def test_cuda_loaders_pin_and_keep_their_workers_cpu_loaders_start_fresh():
+    import torch
+
+    from dfine.config.schema import LoaderConfig
+    from dfine.data.schedule import AugmentationSchedule
+    from dfine.data.worker_seeds import EpochSeededDataset
+    from dfine.engine.setup import _loader
+
+    class Items(torch.utils.data.Dataset):
+        schedule = AugmentationSchedule()
+
+        def __len__(self) -> int:
+            return 4
+
+    config = dataclasses.replace(LoaderConfig(), total_batch_size=2, num_workers=2)
+    cuda_train = _loader(Items(), config, True, 0, torch.device("cuda"))  # built, not iterated: no GPU needed
+    assert cuda_train.pin_memory and cuda_train.persistent_workers
+    assert isinstance(cuda_train.dataset, EpochSeededDataset) and cuda_train.dataset.seed == 0
+    cuda_val = _loader(Items(), config, False, 0, torch.device("cuda"))
+    assert cuda_val.pin_memory and cuda_val.persistent_workers and isinstance(cuda_val.dataset, Items)
+    cpu_train = _loader(Items(), config, True, 0, torch.device("cpu"))
+    assert not cpu_train.pin_memory and not cpu_train.persistent_workers and isinstance(cpu_train.dataset, Items)
+    no_workers = _loader(Items(), dataclasses.replace(config, num_workers=0), True, 0, torch.device("cuda"))
+    assert no_workers.pin_memory and not no_workers.persistent_workers

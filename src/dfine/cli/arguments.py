@@ -7,7 +7,7 @@ import argparse
 import sys
 from collections.abc import Callable
 
-__all__ = ["run_reporting_errors", "score_threshold"]
+__all__ = ["number_in", "run_reporting_errors", "score_threshold"]
 
 
 def run_reporting_errors(prog: str, run: Callable[[], int]) -> int:
@@ -26,12 +26,28 @@ def run_reporting_errors(prog: str, run: Callable[[], int]) -> int:
         return 1
 
 
-def score_threshold(text: str) -> float:
-    """A ``--conf`` value: a number in [0, 1]."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number in [0, 1], got {text!r}") from None
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be in [0, 1] (a score threshold), got {text}")
-    return value
+def number_in(
+    low: float, high: float | None = None, meaning: str = "", whole: bool = False
+) -> Callable[[str], float | int]:
+    """An argparse ``type``: a number (``whole``: an integer) in ``[low, high]`` (no upper bound when None).
+
+    ``meaning`` ends the out-of-range message, e.g. ``"AP points"``.
+    """
+    kind = "a whole number" if whole else "a number"
+    bounds = f"at least {low:g}" if high is None else f"between {low:g} and {high:g}"
+    unit = f" {meaning}" if meaning else ""
+
+    def parse(text: str) -> float | int:
+        try:
+            value = int(text) if whole else float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {kind} {bounds}{unit}, got {text!r}") from None
+        if not (low <= value and (high is None or value <= high)):
+            raise argparse.ArgumentTypeError(f"must be {bounds}{unit}, got {text}")
+        return value
+
+    return parse
+
+
+score_threshold = number_in(0.0, 1.0, "(a score threshold)")
+score_threshold.__doc__ = "A ``--conf`` value: a number in [0, 1]."

@@ -47,12 +47,13 @@ from ..deploy.verify import check_images, verify_backend
 from ..deploy.wrapper import load_deploy_model, model_from_checkpoint
 from ..drawing import DRAW_STYLES
 from ..engine.checkpoint import infer_model_size
+from ..memory import keep_freed_memory
 from ..model.dfine import DFINE as DFINEModel
 from ..model.summary import summarize
 from ..optional import MissingDependencyError
 from ..predictor import RandomWeightsWarning
 from ..threads import apply_threads, plan_threads
-from .arguments import run_reporting_errors, score_threshold
+from .arguments import number_in, run_reporting_errors, score_threshold
 
 __all__ = [
     "add_backend_arguments",
@@ -153,7 +154,7 @@ def add_export_arguments(
     )
     int8.add_argument(
         "--calibration-images",
-        type=_positive_int,
+        type=number_in(1, whole=True, meaning="(calibration images)"),
         default=CALIBRATION_IMAGES,
         help="at most this many calibration images, a fixed random choice (default %(default)s)",
     )
@@ -172,27 +173,11 @@ def add_export_arguments(
     int8.add_argument("--split", default="val", help="with --check: the split of --data to score (default val)")
     int8.add_argument(
         "--max-ap-drop",
-        type=_ap_points,
+        type=number_in(0.0, 100.0, "AP points"),
         default=DEFAULT_MAX_AP_DROP,
         help="with --check: refuse an INT8 model losing more AP points than this (default %(default)s)",
     )
     return parser
-
-
-def _positive_int(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, got {text!r}")
-    return int(text)
-
-
-def _ap_points(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number of AP points (0-100), got {text!r}") from None
-    if not 0.0 <= value <= 100.0:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 100 AP points, got {text}")
-    return value
 
 
 def _output_base(args: argparse.Namespace) -> Path:
@@ -406,6 +391,8 @@ def _run_pipeline(
         plan = plan_threads(requested=threads, adapt_to_load=True)
         apply_threads(plan)
         print(plan.describe(), file=sys.stderr)
+        if backend.device.type == "cpu":
+            print(keep_freed_memory().describe(), file=sys.stderr)
     if compile_model:
         seconds = backend.compile(image_size or backend.image_size, batch_size)
         print(f"torch.compile: {seconds:.0f} s (batches of {batch_size} at {image_size or backend.image_size} px)")

@@ -7,6 +7,7 @@ format (``frame,id,x,y,w,h,score,class``, frames from 1).
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from tqdm import tqdm
 
 from ..config.presets import available_sizes
 from ..deploy.video import VideoWriter, is_capture_source, is_video, video_frame_rate
+from ..memory import keep_freed_memory
 from ..tracking import TRACKERS, Trails, write_mot
 from .arguments import score_threshold
 
@@ -57,6 +59,8 @@ def _run_track(args: argparse.Namespace) -> int:
     name = "camera" if str(source).isdigit() else Path(str(source).rstrip("/")).stem or "stream"
     fps = video_frame_rate(source) if is_capture_source(source) or is_video(source) else 25.0
     detector = _load_detector(args)
+    if detector.device.type == "cpu":
+        print(keep_freed_memory().describe(), file=sys.stderr)
     args.out.mkdir(parents=True, exist_ok=True)
     video_path, mot_path = args.out / f"{name}.mp4", args.out / f"{name}.txt"
     tracks, frames, start = set(), 0, time.perf_counter()

@@ -73,7 +73,13 @@ _FIX = "pass a dataset folder, a folder of images or a text file listing image p
 
 
 def _nncf():
-    return import_optional("nncf", extra="int8", purpose="INT8 quantization (dfine export --int8)")
+    extension_log = logging.getLogger("torch.utils.cpp_extension")  # nncf's import warns "no CUDA runtime"
+    extension_level = extension_log.level
+    extension_log.setLevel(logging.ERROR)
+    try:
+        return import_optional("nncf", extra="int8", purpose="INT8 quantization (dfine export --int8)")
+    finally:
+        extension_log.setLevel(extension_level)
 
 
 def require_nncf() -> None:
@@ -226,35 +232,9 @@ def quantize_openvino(
         MissingDependencyError: nncf is not installed (``pip install dfine[int8]``).
     """
     _check_quantize_inputs(xml_path, preset)
-    seconds = _quantize_here(str(xml_path), str(out_path), metadata, calibration, preset)
-    return Int8Export(Path(out_path), calibration.description, len(calibration), seconds)
-
-
-def _check_quantize_inputs(xml_path: str | Path, preset: str) -> None:
-    if preset not in INT8_PRESETS:
-        raise ValueError(f"unknown INT8 preset {preset!r}; choose {' or '.join(INT8_PRESETS)}")
-    require_nncf()
-    if not Path(xml_path).is_file():
-        raise FileNotFoundError(f"OpenVINO model not found: {xml_path}")
-
-
-def _check_here(xml_path: Path, int8_xml: Path, check_data: CocoDetection, max_ap_drop: float) -> AccuracyCheck:
-    return check_accuracy(OpenVINOBackend(xml_path), OpenVINOBackend(int8_xml), check_data, max_ap_drop=max_ap_drop)
-
-
-def _quantize_here(
-    xml_path: str, out_path: str, metadata: ModelMetadata, calibration: CalibrationSet, preset: str
-) -> float:
-    """The NNCF quantization of :func:`quantize_openvino`, in this process; returns its seconds."""
-    extension_log = logging.getLogger("torch.utils.cpp_extension")  # nncf's import warns "no CUDA runtime"
-    extension_level = extension_log.level
-    extension_log.setLevel(logging.ERROR)
-    try:
-        nncf = _nncf()
-    finally:
-        extension_log.setLevel(extension_level)
+    nncf = _nncf()
     ov = import_optional("openvino", extra="openvino", purpose="OpenVINO export and inference")
-    model = ov.Core().read_model(xml_path)
+    model = ov.Core().read_model(str(xml_path))
     image_size = metadata.image_size
 
     def model_inputs(index: int) -> dict[str, np.ndarray]:
@@ -276,7 +256,15 @@ def _quantize_here(
         nncf.set_log_level(nncf_level)
     seconds = time.perf_counter() - start
     save_openvino_model(quantized, out_path, metadata)
-    return seconds
+    return Int8Export(Path(out_path), calibration.description, len(calibration), seconds)
+
+
+def _check_quantize_inputs(xml_path: str | Path, preset: str) -> None:
+    if preset not in INT8_PRESETS:
+        raise ValueError(f"unknown INT8 preset {preset!r}; choose {' or '.join(INT8_PRESETS)}")
+    require_nncf()
+    if not Path(xml_path).is_file():
+        raise FileNotFoundError(f"OpenVINO model not found: {xml_path}")
 
 
 def _move_ir(xml_from: Path, xml_to: Path) -> Path:
@@ -317,11 +305,11 @@ def export_int8(
     _remove_ir(final)
     if check_data is None:
         return quantize_openvino(xml_path, final, metadata, calibration, preset=preset)
-    _check_quantize_inputs(xml_path, preset)
     unchecked = final.with_name(final.stem + ".unchecked.xml")
-    seconds = _quantize_here(str(xml_path), str(unchecked), metadata, calibration, preset)
-    check = _check_here(Path(xml_path), unchecked, check_data, max_ap_drop)
-    result = Int8Export(unchecked, calibration.description, len(calibration), seconds)
+    result = quantize_openvino(xml_path, unchecked, metadata, calibration, preset=preset)
+    check = check_accuracy(
+        OpenVINOBackend(Path(xml_path)), OpenVINOBackend(unchecked), check_data, max_ap_drop=max_ap_drop
+    )
     if not check.passed:
         rejected = _move_ir(unchecked, final.with_name(final.stem + ".rejected.xml"))
         raise AccuracyDropError(

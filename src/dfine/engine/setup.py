@@ -26,6 +26,7 @@ from ..data.coco import CategoryMap, CocoDetection, object_categories, read_coco
 from ..data.collate import BatchImageCollateFunction, batch_image_collate
 from ..data.from_config import build_pipeline, build_schedule
 from ..data.transforms import train_transforms, val_transforms
+from ..data.worker_seeds import EpochSeededDataset
 from ..hub.download import hgnetv2_weights
 from ..losses.criterion import DFINECriterion
 from ..losses.matcher import HungarianMatcher
@@ -35,7 +36,7 @@ from ..model.hgnetv2 import HGNetv2, load_hgnetv2_pretrained
 from ..model.postprocess import PostProcessor
 from ..threads import apply_threads, plan_threads
 from .checkpoint import CheckpointError, load_checkpoint, read_checkpoint
-from .distributed import barrier, get_world_size, init_distributed, is_distributed, is_main_process
+from .distributed import barrier, get_rank, get_world_size, init_distributed, is_distributed, is_main_process
 from .ema import ModelEMA
 from .evaluate import CocoEvaluator
 from .finetune import load_for_finetuning
@@ -121,7 +122,8 @@ def _label_map(cfg: TrainConfig, ann_file: str) -> CategoryMap | None:
     return contiguous
 
 
-def _loader(dataset: CocoDetection, loader: LoaderConfig, train: bool, seed: int) -> DataLoader:
+def _loader(dataset: CocoDetection, loader: LoaderConfig, train: bool, seed: int, device: torch.device) -> DataLoader:
+    """The DataLoader of one split; on CUDA its workers persist across epochs and batches come pinned."""
     world = get_world_size()
     if loader.total_batch_size % world:
         raise ValueError(f"total_batch_size {loader.total_batch_size} is not divisible by {world} processes")
@@ -133,15 +135,20 @@ def _loader(dataset: CocoDetection, loader: LoaderConfig, train: bool, seed: int
     else:
         collate = batch_image_collate
     sampler = DistributedSampler(dataset, shuffle=loader.shuffle, seed=seed) if is_distributed() else None
+    # CPU runs keep fresh workers per epoch (the measured bench curves and the quick start's AP use their
+    # random streams); on CUDA, worker start-up each epoch and pageable copies would idle the GPU
+    persistent = device.type == "cuda" and loader.num_workers > 0
+    items = EpochSeededDataset(dataset, dataset.schedule, seed, get_rank()) if persistent and train else dataset
     return DataLoader(
-        dataset,
+        items,
         batch_size=batch,
         shuffle=loader.shuffle if sampler is None else False,
         sampler=sampler,
         num_workers=loader.num_workers,
         drop_last=loader.drop_last and len(dataset) >= batch,
         collate_fn=collate,
-        persistent_workers=False,
+        persistent_workers=persistent,
+        pin_memory=device.type == "cuda",
     )
 
 
@@ -391,7 +398,7 @@ def build_trainer(cfg: TrainConfig, run: RunOptions) -> tuple[Trainer, dict[str,
     seed_everything(cfg.seed)
     train_set, val_set, category_map = _datasets(cfg, run)
     model, train_model, ema = _model_and_ema(cfg, run, device, category_map)
-    train_loader = _loader(train_set, cfg.train, True, cfg.seed) if train_set is not None else []
+    train_loader = _loader(train_set, cfg.train, True, cfg.seed, device) if train_set is not None else []
     # schedules count optimizer steps: with accumulation, one per grad_accum_steps batches (and the tail)
     steps = max(1, math.ceil(len(train_loader) / max(1, cfg.grad_accum_steps))) if train_set is not None else 1
     optimizer, lr_scheduler, warmup, iteration_scheduler = _optimisation(cfg, model, steps)
@@ -405,7 +412,7 @@ def build_trainer(cfg: TrainConfig, run: RunOptions) -> tuple[Trainer, dict[str,
         warmup=warmup,
         ema=ema,
         train_loader=train_loader,
-        val_loader=_loader(val_set, cfg.val, False, cfg.seed),
+        val_loader=_loader(val_set, cfg.val, False, cfg.seed, device),
         evaluator=evaluator,
         device=device,
         output_dir=output_dir,

@@ -336,7 +336,10 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         for step, (images, targets) in enumerate(progress):
             images = images_to_device(images, self.device, self._memory_format)
-            targets = [{k: v.to(self.device) if torch.is_tensor(v) else v for k, v in t.items()} for t in targets]
+            targets = [
+                {k: v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in t.items()}
+                for t in targets
+            ]
             with self._autocast():
                 outputs = self.model(images, targets=targets)
             with torch.autocast(device_type=self.device.type, enabled=False):
