@@ -69,8 +69,8 @@ def test_cuda_loaders_pin_and_keep_their_workers_cpu_loaders_start_fresh():
     import torch
 
     from dfine.config.schema import LoaderConfig
+    from dfine.data.epoch_random import EpochSeededDataset, EpochShuffle
     from dfine.data.schedule import AugmentationSchedule
-    from dfine.data.worker_seeds import EpochSeededDataset
     from dfine.engine.setup import _loader
 
     class Items(torch.utils.data.Dataset):
@@ -83,9 +83,11 @@ def test_cuda_loaders_pin_and_keep_their_workers_cpu_loaders_start_fresh():
     cuda_train = _loader(Items(), config, True, 0, torch.device("cuda"))  # built, not iterated: no GPU needed
     assert cuda_train.pin_memory and cuda_train.persistent_workers
     assert isinstance(cuda_train.dataset, EpochSeededDataset) and cuda_train.dataset.seed == 0
+    assert isinstance(cuda_train.sampler, EpochShuffle) and cuda_train.generator is not None
     cuda_val = _loader(Items(), config, False, 0, torch.device("cuda"))
     assert cuda_val.pin_memory and cuda_val.persistent_workers and isinstance(cuda_val.dataset, Items)
     cpu_train = _loader(Items(), config, True, 0, torch.device("cpu"))
     assert not cpu_train.pin_memory and not cpu_train.persistent_workers and isinstance(cpu_train.dataset, Items)
+    assert isinstance(cpu_train.sampler, torch.utils.data.RandomSampler) and cpu_train.generator is None
     no_workers = _loader(Items(), dataclasses.replace(config, num_workers=0), True, 0, torch.device("cuda"))
     assert no_workers.pin_memory and not no_workers.persistent_workers

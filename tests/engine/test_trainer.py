@@ -76,3 +76,18 @@ def test_eval_holds_the_best_report_and_val_writes_beside_its_checkpoint(tiny_co
     assert train_main(["-c", str(tiny_config_file), "-r", str(run / "best.pth"), "--test-only"]) == 0
     assert f"evaluation files: {run / 'eval'}" in capsys.readouterr().out  # beside the checkpoint, not output_dir
     assert (run / "eval" / "metrics.json").is_file()
+
+
+def test_persistent_workers_resume_to_identical_weights(tiny_config_file, tmp_path, monkeypatch):
+    """CUDA runs keep their loader workers across epochs; forced here on the CPU, the resume stays exact."""
+    import dfine.engine.setup as setup
+
+    monkeypatch.setattr(setup, "_persistent_workers", lambda device, num_workers: num_workers > 0)
+    base, workers = ["-c", str(tiny_config_file), "--seed", "5"], "train_dataloader.num_workers=2"
+    assert train_main([*base, "--output-dir", str(tmp_path / "full"), "-u", workers]) == 0
+    assert train_main([*base, "--output-dir", str(tmp_path / "part"), "-u", workers, "epoches=1"]) == 0
+    resume = ["-r", str(tmp_path / "part" / "last.pth"), "-u", workers]
+    assert train_main([*base, "--output-dir", str(tmp_path / "part"), *resume]) == 0
+    full_model, _, _ = _weights(tmp_path / "full" / "last.pth")
+    part_model, _, _ = _weights(tmp_path / "part" / "last.pth")
+    assert all(torch.equal(full_model[key], part_model[key]) for key in full_model)

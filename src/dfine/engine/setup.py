@@ -24,9 +24,9 @@ from ..config.presets import model_config_from_dict
 from ..config.schema import LoaderConfig, TrainConfig
 from ..data.coco import CategoryMap, CocoDetection, object_categories, read_coco_json
 from ..data.collate import BatchImageCollateFunction, batch_image_collate
+from ..data.epoch_random import EpochSeededDataset, EpochShuffle
 from ..data.from_config import build_pipeline, build_schedule
 from ..data.transforms import train_transforms, val_transforms
-from ..data.worker_seeds import EpochSeededDataset
 from ..hub.download import hgnetv2_weights
 from ..losses.criterion import DFINECriterion
 from ..losses.matcher import HungarianMatcher
@@ -122,6 +122,15 @@ def _label_map(cfg: TrainConfig, ann_file: str) -> CategoryMap | None:
     return contiguous
 
 
+def _persistent_workers(device: torch.device, num_workers: int) -> bool:
+    """Whether loader workers live across epochs: on CUDA, where their start-up each epoch would idle the GPU.
+
+    CPU runs start fresh workers each epoch, as the official code does (the bench curves and the quick start's
+    AP were measured with their random streams).
+    """
+    return device.type == "cuda" and num_workers > 0
+
+
 def _loader(dataset: CocoDetection, loader: LoaderConfig, train: bool, seed: int, device: torch.device) -> DataLoader:
     """The DataLoader of one split; on CUDA its workers persist across epochs and batches come pinned."""
     world = get_world_size()
@@ -135,10 +144,11 @@ def _loader(dataset: CocoDetection, loader: LoaderConfig, train: bool, seed: int
     else:
         collate = batch_image_collate
     sampler = DistributedSampler(dataset, shuffle=loader.shuffle, seed=seed) if is_distributed() else None
-    # CPU runs keep fresh workers per epoch (the measured bench curves and the quick start's AP use their
-    # random streams); on CUDA, worker start-up each epoch and pageable copies would idle the GPU
-    persistent = device.type == "cuda" and loader.num_workers > 0
-    items = EpochSeededDataset(dataset, dataset.schedule, seed, get_rank()) if persistent and train else dataset
+    persistent = _persistent_workers(device, loader.num_workers)
+    items = dataset
+    if persistent and train:  # a reused iterator skips the global-RNG draws of a fresh one: epoch-keyed streams
+        items = EpochSeededDataset(dataset, dataset.schedule, seed, get_rank())
+        sampler = sampler or (EpochShuffle(len(dataset), seed) if loader.shuffle else None)
     return DataLoader(
         items,
         batch_size=batch,
@@ -149,6 +159,9 @@ def _loader(dataset: CocoDetection, loader: LoaderConfig, train: bool, seed: int
         collate_fn=collate,
         persistent_workers=persistent,
         pin_memory=device.type == "cuda",
+        generator=torch.Generator().manual_seed(seed)
+        if persistent
+        else None,  # workers' base seeds, off the global RNG
     )
 
 
@@ -312,7 +325,7 @@ def _epoch_setter(train_set: CocoDetection | None, train_loader) -> Callable[[in
         if schedule is not None:
             schedule.set_epoch(epoch)
         sampler = getattr(train_loader, "sampler", None)
-        if isinstance(sampler, DistributedSampler):
+        if isinstance(sampler, (DistributedSampler, EpochShuffle)):
             sampler.set_epoch(epoch)
 
     return set_epoch
