@@ -9,12 +9,13 @@ label pairs overlap and how many labels cover the most confident box (the placem
 
 Usage::
 
-    python benchmarks/drawing_side_by_side.py benchmarks/drawing_side_by_side.jpg
+    python benchmarks/drawing_side_by_side.py benchmarks/drawing_side_by_side.jpg [--json counts.json]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 import numpy as np
@@ -59,12 +60,16 @@ def builtin_label_overlaps(image: Image.Image, boxes, scores, labels, names) -> 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out", type=Path)
+    parser.add_argument("--json", type=Path, help="also write the per-scene label counts to this JSON file")
     args = parser.parse_args()
+    counts = []
     gap = 8
     sheet = Image.new("RGB", (2 * SIZE + gap, SCENES * SIZE + (SCENES - 1) * gap), "white")
     for row in range(SCENES):
         image, *detections = scene(seed=row + 1)
         pairs, over_best = builtin_label_overlaps(image, *detections)
+        counts.append({"scene": row + 1, "detections": len(detections[0]), "overlapping_label_pairs": pairs,
+                       "labels_over_best_box": over_best})  # fmt: skip
         print(
             f"scene {row + 1}: {len(detections[0])} detections; built-in placement: {pairs} overlapping label "
             f"pairs, {over_best} labels over the best box"
@@ -74,6 +79,8 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     sheet.save(args.out, quality=88)
     print(f"wrote {args.out} (left: dfine, right: supervision)")
+    if args.json is not None:
+        args.json.write_text(json.dumps({"image": str(args.out), "scenes": counts}, indent=1))
 
 
 if __name__ == "__main__":
