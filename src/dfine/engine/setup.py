@@ -149,6 +149,7 @@ def _loader(dataset: CocoDetection, loader: LoaderConfig, train: bool, seed: int
     if persistent and train:  # a reused iterator skips the global-RNG draws of a fresh one: epoch-keyed streams
         items = EpochSeededDataset(dataset, dataset.schedule, seed, get_rank())
         sampler = sampler or (EpochShuffle(len(dataset), seed) if loader.shuffle else None)
+    base_seeds = torch.Generator().manual_seed(seed) if persistent else None  # workers' seeds, off the global RNG
     return DataLoader(
         items,
         batch_size=batch,
@@ -159,9 +160,7 @@ def _loader(dataset: CocoDetection, loader: LoaderConfig, train: bool, seed: int
         collate_fn=collate,
         persistent_workers=persistent,
         pin_memory=device.type == "cuda",
-        generator=torch.Generator().manual_seed(seed)
-        if persistent
-        else None,  # workers' base seeds, off the global RNG
+        generator=base_seeds,
     )
 
 
