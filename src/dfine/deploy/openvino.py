@@ -81,6 +81,10 @@ class OpenVINOBackend(Backend):
         device: an OpenVINO device name (``CPU``, ``GPU``, ``AUTO``); ``cpu`` works too. Default CPU.
         threads: inference threads; None lets OpenVINO choose.
         precision: ``f32`` (default, agrees with PyTorch), ``bf16`` or ``f16`` (faster where supported).
+
+    In a long-lived process, do not keep the fp32 and the INT8 model of one network compiled side by side:
+    with OpenVINO 2026.4 that corrupted the process's heap (a crash minutes later, in unrelated code);
+    release one (``del``) before opening the other, as :func:`~dfine.deploy.accuracy.check_accuracy` does.
     """
 
     name = "openvino"

@@ -35,6 +35,7 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -307,9 +308,8 @@ def export_int8(
         return quantize_openvino(xml_path, final, metadata, calibration, preset=preset)
     unchecked = final.with_name(final.stem + ".unchecked.xml")
     result = quantize_openvino(xml_path, unchecked, metadata, calibration, preset=preset)
-    check = check_accuracy(
-        OpenVINOBackend(Path(xml_path)), OpenVINOBackend(unchecked), check_data, max_ap_drop=max_ap_drop
-    )
+    fp32_model, int8_model = partial(OpenVINOBackend, Path(xml_path)), partial(OpenVINOBackend, unchecked)
+    check = check_accuracy(fp32_model, int8_model, check_data, max_ap_drop=max_ap_drop)  # one compiled at a time
     if not check.passed:
         rejected = _move_ir(unchecked, final.with_name(final.stem + ".rejected.xml"))
         raise AccuracyDropError(
