@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from dfine.data.epoch_random import EpochSeededDataset, EpochShuffle, worker_seeds
+from dfine.data.epoch_random import EpochSeededDataset, worker_seeds
 from dfine.data.schedule import AugmentationSchedule
 
 
@@ -77,17 +77,3 @@ def test_items_in_the_main_process_are_untouched():
     expected = RandomDraws(schedule)[0]
     _seed_all(5)
     assert torch.equal(EpochSeededDataset(RandomDraws(schedule), schedule, seed=1)[0], expected)
-
-
-def test_the_shuffle_is_a_function_of_seed_and_epoch():
-    order = EpochShuffle(50, seed=3)
-    first = list(order)
-    assert sorted(first) == list(range(50)) and len(order) == 50
-    assert list(order) == first  # iterating again does not advance it
-    order.set_epoch(1)
-    second = list(order)
-    assert second != first and sorted(second) == list(range(50))
-    resumed = EpochShuffle(50, seed=3)
-    resumed.set_epoch(1)
-    assert list(resumed) == second
-    assert list(EpochShuffle(50, seed=4)) != first

@@ -69,7 +69,7 @@ def test_cuda_loaders_pin_and_keep_their_workers_cpu_loaders_start_fresh():
     import torch
 
     from dfine.config.schema import LoaderConfig
-    from dfine.data.epoch_random import EpochSeededDataset, EpochShuffle
+    from dfine.data.epoch_random import EpochSeededDataset
     from dfine.data.schedule import AugmentationSchedule
     from dfine.engine.setup import _loader
 
@@ -83,7 +83,9 @@ def test_cuda_loaders_pin_and_keep_their_workers_cpu_loaders_start_fresh():
     cuda_train = _loader(Items(), config, True, 0, torch.device("cuda"))  # built, not iterated: no GPU needed
     assert cuda_train.pin_memory and cuda_train.persistent_workers
     assert isinstance(cuda_train.dataset, EpochSeededDataset) and cuda_train.dataset.seed == 0
-    assert isinstance(cuda_train.sampler, EpochShuffle) and cuda_train.generator is not None
+    sampler = cuda_train.sampler  # an order of (seed, epoch) alone, set each epoch
+    assert isinstance(sampler, torch.utils.data.DistributedSampler) and sampler.num_replicas == 1
+    assert sampler.shuffle and sampler.seed == 0 and cuda_train.generator is not None
     cuda_val = _loader(Items(), config, False, 0, torch.device("cuda"))
     assert cuda_val.pin_memory and cuda_val.persistent_workers and isinstance(cuda_val.dataset, Items)
     cpu_train = _loader(Items(), config, True, 0, torch.device("cpu"))

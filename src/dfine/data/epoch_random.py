@@ -7,8 +7,8 @@ a run resumed at epoch ``k`` (fresh workers, fresh iterator) would see other aug
 
 * :class:`EpochSeededDataset` reseeds each worker at its first item of every epoch from ``(seed, epoch, rank,
   worker id)``; the epoch comes from the :class:`~dfine.data.schedule.AugmentationSchedule`'s shared counter.
-* :class:`EpochShuffle` orders the items by a permutation of ``(seed, epoch)`` (``set_epoch``, as
-  ``DistributedSampler``).
+* The order comes from a ``DistributedSampler`` (one replica when not distributed), a permutation of
+  ``(seed, epoch)`` set with ``set_epoch`` (``dfine.engine.setup``).
 """
 
 from __future__ import annotations
@@ -18,11 +18,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset, Sampler, get_worker_info
+from torch.utils.data import Dataset, get_worker_info
 
 from .schedule import AugmentationSchedule
 
-__all__ = ["EpochSeededDataset", "EpochShuffle", "worker_seeds"]
+__all__ = ["EpochSeededDataset", "worker_seeds"]
 
 
 def worker_seeds(seed: int, epoch: int, rank: int, worker_id: int) -> tuple[int, int]:
@@ -62,30 +62,3 @@ class EpochSeededDataset(Dataset):
             np.random.seed(python_seed)
             torch.manual_seed(torch_seed)
         return self.dataset[index]
-
-
-class EpochShuffle(Sampler[int]):
-    """Indices ``0..size-1`` in a random order that is a function of ``(seed, epoch)`` alone.
-
-    Args:
-        size: the number of items.
-        seed: the run's seed.
-    """
-
-    def __init__(self, size: int, seed: int) -> None:
-        self.size = size
-        self.seed = seed
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        """The order of ``epoch`` from the next iteration on."""
-        self.epoch = epoch
-
-    def __iter__(self):
-        generator = torch.Generator().manual_seed(
-            int(np.random.SeedSequence([self.seed, self.epoch]).generate_state(1)[0])
-        )
-        return iter(torch.randperm(self.size, generator=generator).tolist())
-
-    def __len__(self) -> int:
-        return self.size

@@ -24,7 +24,7 @@ from ..config.presets import model_config_from_dict
 from ..config.schema import LoaderConfig, TrainConfig
 from ..data.coco import CategoryMap, CocoDetection, object_categories, read_coco_json
 from ..data.collate import BatchImageCollateFunction, batch_image_collate
-from ..data.epoch_random import EpochSeededDataset, EpochShuffle
+from ..data.epoch_random import EpochSeededDataset
 from ..data.from_config import build_pipeline, build_schedule
 from ..data.transforms import train_transforms, val_transforms
 from ..hub.download import hgnetv2_weights
@@ -148,7 +148,8 @@ def _loader(dataset: CocoDetection, loader: LoaderConfig, train: bool, seed: int
     items = dataset
     if persistent and train:  # a reused iterator skips the global-RNG draws of a fresh one: epoch-keyed streams
         items = EpochSeededDataset(dataset, dataset.schedule, seed, get_rank())
-        sampler = sampler or (EpochShuffle(len(dataset), seed) if loader.shuffle else None)
+        # the order of (seed, epoch) alone, via set_epoch: the one-process case of the distributed sampler
+        sampler = sampler or DistributedSampler(dataset, num_replicas=1, rank=0, shuffle=loader.shuffle, seed=seed)
     base_seeds = torch.Generator().manual_seed(seed) if persistent else None  # workers' seeds, off the global RNG
     return DataLoader(
         items,
@@ -324,7 +325,7 @@ def _epoch_setter(train_set: CocoDetection | None, train_loader) -> Callable[[in
         if schedule is not None:
             schedule.set_epoch(epoch)
         sampler = getattr(train_loader, "sampler", None)
-        if isinstance(sampler, (DistributedSampler, EpochShuffle)):
+        if isinstance(sampler, DistributedSampler):
             sampler.set_epoch(epoch)
 
     return set_epoch
