@@ -155,9 +155,6 @@ class TrainConfig:
 
 
 # --------------------------------------------------------------------------------- translation
-T = TrainConfig  # the defaults the translation falls back on (class attributes of the dataclass)
-
-
 def _given(raw: dict[str, Any], key: str) -> Any:
     """``raw[key]``, else :class:`TrainConfig`'s default for the field of that name (its one home)."""
     return raw.get(key, getattr(TrainConfig, key))
@@ -438,7 +435,7 @@ def train_config_from_dict(raw: dict[str, Any], source: str = "<dict>") -> Train
     # the official section is DFINEPostProcessor; PostProcessor is accepted too
     post = {**reader.section(raw, "PostProcessor"), **reader.section(raw, "DFINEPostProcessor")}
     reader.check_keys(post, {"num_top_queries", "use_focal_loss", "remap_mscoco_category"}, "DFINEPostProcessor")
-    epochs = raw.get("epoches", T.epochs)
+    epochs = raw.get("epoches", TrainConfig.epochs)  # the official key is spelled "epoches"
     _check_queries_fit(model, source)
     return TrainConfig(
         source=source,

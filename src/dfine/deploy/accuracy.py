@@ -25,7 +25,14 @@ from ..engine.evaluate import CocoEvaluator, EvalResult
 from .backend import Backend
 from .runtime import preprocess
 
-__all__ = ["DEFAULT_MAX_AP_DROP", "AccuracyCheck", "AccuracyDropError", "check_accuracy", "evaluate_backend"]
+__all__ = [
+    "DEFAULT_MAX_AP_DROP",
+    "AccuracyCheck",
+    "AccuracyDropError",
+    "check_accuracy",
+    "evaluate_backend",
+    "require_ap_drop",
+]
 
 DEFAULT_MAX_AP_DROP = 1.0  # AP points an INT8 model may lose (issue 12's target)
 _BATCH = 8  # images per backend call
@@ -33,6 +40,12 @@ _BATCH = 8  # images per backend call
 
 class AccuracyDropError(ValueError):
     """A quantized model that loses more AP than allowed."""
+
+
+def require_ap_drop(max_ap_drop: float) -> None:
+    """Refuse a negative ``max_ap_drop`` (the AP points INT8 may lose)."""
+    if max_ap_drop < 0:
+        raise ValueError(f"max_ap_drop is the AP points INT8 may lose, at least 0; got {max_ap_drop}")
 
 
 def _scores(model: Backend | Callable[[], Backend], dataset: CocoDetection, max_images: int | None) -> dict:
@@ -149,8 +162,7 @@ def check_accuracy(
     It does not raise on a large drop (the caller decides what happens to the file); see
     :class:`AccuracyDropError` for the error the export raises.
     """
-    if max_ap_drop < 0:
-        raise ValueError(f"max_ap_drop is the AP points INT8 may lose, at least 0; got {max_ap_drop}")
+    require_ap_drop(max_ap_drop)
     before = _scores(reference, dataset, max_images)
     after = _scores(quantized, dataset, max_images)
     images = len(dataset) if max_images is None else min(max_images, len(dataset))

@@ -17,7 +17,7 @@ from .backend import Backend, Outputs
 from .metadata import METADATA_KEYS, METADATA_PREFIX, ModelMetadata
 from .wrapper import INPUT_NAMES, OUTPUT_NAMES
 
-__all__ = ["OpenVINOBackend", "export_openvino", "save_openvino_model", "PRECISIONS"]
+__all__ = ["OpenVINOBackend", "export_openvino", "move_ir", "remove_ir", "save_openvino_model", "PRECISIONS"]
 
 PRECISIONS = ("f32", "bf16", "f16")  # INFERENCE_PRECISION_HINT values offered
 _RT_INFO_SECTION = METADATA_PREFIX.rstrip(".")  # rt_info path ["dfine", key]
@@ -57,12 +57,23 @@ def save_openvino_model(model, xml_path: str | Path, metadata: ModelMetadata, *,
     partial = xml_path.with_name(f".{xml_path.stem}.partial.xml")
     try:
         ov.save_model(model, str(partial), compress_to_fp16=fp16_weights)
-        partial.with_suffix(".bin").replace(xml_path.with_suffix(".bin"))
-        partial.replace(xml_path)
+        move_ir(partial, xml_path)
     finally:
-        partial.unlink(missing_ok=True)
-        partial.with_suffix(".bin").unlink(missing_ok=True)
+        remove_ir(partial)
     return xml_path
+
+
+def move_ir(xml_from: Path, xml_to: Path) -> Path:
+    """Rename an IR (``.xml`` and its ``.bin``); returns the new ``.xml`` path."""
+    xml_from.with_suffix(".bin").replace(xml_to.with_suffix(".bin"))
+    xml_from.replace(xml_to)
+    return xml_to
+
+
+def remove_ir(xml_path: Path) -> None:
+    """Delete an IR (``.xml`` and its ``.bin``) where it exists."""
+    xml_path.unlink(missing_ok=True)
+    xml_path.with_suffix(".bin").unlink(missing_ok=True)
 
 
 def _read_metadata(model) -> ModelMetadata | None:

@@ -46,9 +46,9 @@ from ..data.images import IMAGE_EXTENSIONS, list_images, load_image
 from ..data.layout import find_dataset
 from ..data.synthetic import SynthConfig, render_image
 from ..optional import import_optional
-from .accuracy import DEFAULT_MAX_AP_DROP, AccuracyCheck, AccuracyDropError, check_accuracy
+from .accuracy import DEFAULT_MAX_AP_DROP, AccuracyCheck, AccuracyDropError, check_accuracy, require_ap_drop
 from .metadata import ModelMetadata
-from .openvino import OpenVINOBackend, save_openvino_model
+from .openvino import OpenVINOBackend, move_ir, remove_ir, save_openvino_model
 from .runtime import preprocess
 
 __all__ = [
@@ -268,18 +268,6 @@ def _check_quantize_inputs(xml_path: str | Path, preset: str) -> None:
         raise FileNotFoundError(f"OpenVINO model not found: {xml_path}")
 
 
-def _move_ir(xml_from: Path, xml_to: Path) -> Path:
-    """Rename an IR (``.xml`` and its ``.bin``)."""
-    xml_from.with_suffix(".bin").replace(xml_to.with_suffix(".bin"))
-    xml_from.replace(xml_to)
-    return xml_to
-
-
-def _remove_ir(xml_path: Path) -> None:
-    xml_path.unlink(missing_ok=True)
-    xml_path.with_suffix(".bin").unlink(missing_ok=True)
-
-
 def export_int8(
     xml_path: str | Path,
     metadata: ModelMetadata,
@@ -300,10 +288,9 @@ def export_int8(
         AccuracyDropError: the INT8 model loses more than ``max_ap_drop`` AP points (the message has
             both APs and where the rejected file is).
     """
-    if max_ap_drop < 0:
-        raise ValueError(f"max_ap_drop is the AP points INT8 may lose, at least 0; got {max_ap_drop}")
+    require_ap_drop(max_ap_drop)  # before the (slow) quantization
     final = int8_path(xml_path)
-    _remove_ir(final)
+    remove_ir(final)
     if check_data is None:
         return quantize_openvino(xml_path, final, metadata, calibration, preset=preset)
     unchecked = final.with_name(final.stem + ".unchecked.xml")
@@ -311,10 +298,10 @@ def export_int8(
     fp32_model, int8_model = partial(OpenVINOBackend, Path(xml_path)), partial(OpenVINOBackend, unchecked)
     check = check_accuracy(fp32_model, int8_model, check_data, max_ap_drop=max_ap_drop)  # one compiled at a time
     if not check.passed:
-        rejected = _move_ir(unchecked, final.with_name(final.stem + ".rejected.xml"))
+        rejected = move_ir(unchecked, final.with_name(final.stem + ".rejected.xml"))
         raise AccuracyDropError(
             f"the INT8 model loses too much accuracy on {check_data.source}: {check.describe()}; not written "
             f"as {final.name} (kept as {rejected} for inspection); calibrate on images of this data "
             "(--calibration), calibrate on more of them (--calibration-images), or allow a larger drop (--max-ap-drop)"
         )
-    return replace(result, path=_move_ir(unchecked, final), check=check)
+    return replace(result, path=move_ir(unchecked, final), check=check)
